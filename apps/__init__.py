@@ -1,0 +1,1 @@
+"""kuno's message storage tier: the master, the standard storage nodes and the client."""

@@ -1,0 +1,1 @@
+"""Code the kuno services share: CouchDB client, tokens, configuration, web plumbing."""

@@ -1,0 +1,163 @@
+"""aiohttp plumbing both services share: JSON errors, request metrics, bearer tokens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from kuno.common import couch
+from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
+
+log = logging.getLogger("kuno.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def fail(status: type[web.HTTPException], error: str, reason: str) -> NoReturn:
+    """Raise an HTTP error whose body is the contract's {"error", "reason"} JSON."""
+    raise status(
+        text=web.json_response({"error": error, "reason": reason}).text,
+        content_type="application/json",
+    )
+
+
+class HttpMetrics:
+    """Request counts and latency by route, in the app's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "kuno_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "kuno_http_request_duration_seconds",
+            "HTTP request latency by route and method",
+            ["route", "method"],
+            registry=registry,
+        )
+        self.couchdb_errors = Counter(
+            "kuno_couchdb_errors",
+            "CouchDB requests that failed, by kind",
+            ["kind"],
+            registry=registry,
+        )
+
+
+def _route_name(request: web.Request) -> str:
+    # The route template, never the concrete path: user ids stay out of labels and logs.
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def make_error_middleware(metrics: HttpMetrics) -> Any:
+    """Render every error as JSON, count requests, log one line each without secrets."""
+
+    @web.middleware
+    async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route = _route_name(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = _as_json(exc)
+        except couch.Unavailable as exc:
+            metrics.couchdb_errors.labels(kind="unavailable").inc()
+            log.warning("couchdb unavailable", extra={"route": route, "cause": exc.reason})
+            response = _json(503, "couchdb_unavailable", "the message store is unreachable")
+        except couch.CouchError as exc:
+            metrics.couchdb_errors.labels(kind=exc.error or str(exc.status)).inc()
+            log.error("couchdb error", extra={"route": route, "status": exc.status})
+            response = _json(502, "couchdb_error", "the message store refused the request")
+        except Exception:
+            log.exception("unhandled error", extra={"route": route})
+            response = _json(500, "internal_error", "internal server error")
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(route, request.method, str(response.status)).inc()
+        metrics.latency.labels(route, request.method).observe(elapsed)
+        log.info(
+            "request",
+            extra={
+                "method": request.method,
+                "route": route,
+                "status": response.status,
+                "ms": round(elapsed * 1000, 2),
+            },
+        )
+        return response
+
+    return error_middleware
+
+
+def _json(status: int, error: str, reason: str) -> web.Response:
+    return web.json_response({"error": error, "reason": reason}, status=status)
+
+
+_ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def _as_json(exc: web.HTTPException) -> web.Response:
+    """An HTTP error as a response in the contract's shape (aiohttp's own errors too)."""
+    if exc.content_type == "application/json":
+        response = web.Response(status=exc.status, text=exc.text, content_type="application/json")
+    else:
+        response = _json(exc.status, _ERROR_CODES.get(exc.status, "error"), exc.reason)
+    for header in ("Allow", "WWW-Authenticate", "Retry-After"):
+        if header in exc.headers:
+            response.headers[header] = exc.headers[header]
+    return response
+
+
+def metrics_handler(registry: CollectorRegistry) -> Handler:
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(registry))
+        response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+        return response
+
+    return metrics
+
+
+def authenticate(request: web.Request, verifier: TokenVerifier) -> Identity:
+    """The caller's identity from `Authorization: Bearer`, or 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        fail(web.HTTPUnauthorized, "unauthorized", "a bearer token is required")
+    try:
+        return verifier.verify(token.strip())
+    except InvalidToken:
+        fail(web.HTTPUnauthorized, "unauthorized", "the token is invalid or expired")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or 400/413."""
+    if request.content_type != "application/json":
+        fail(web.HTTPUnsupportedMediaType, "unsupported_media_type", "send application/json")
+    try:
+        body = await request.json()
+    except web.HTTPRequestEntityTooLarge:
+        fail(web.HTTPRequestEntityTooLarge, "too_large", "the request body is too large")
+    except ValueError:
+        fail(web.HTTPBadRequest, "invalid_json", "the body is not valid JSON")
+    if not isinstance(body, dict):
+        fail(web.HTTPBadRequest, "invalid_json", "the body must be a JSON object")
+    return body

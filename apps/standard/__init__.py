@@ -1,0 +1,1 @@
+"""The standard (storage) node: keeps encrypted messages for offline recipients."""

@@ -1,0 +1,42 @@
+"""The standard node's configuration: KUNO_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, FilePath, SecretStr, field_validator
+
+from kuno.common.settings import KunoSettings
+from kuno.common.tokens import load_public_key
+
+
+class StandardSettings(KunoSettings):
+    node_name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    couchdb_url: AnyHttpUrl
+    couchdb_user: str | None = None
+    couchdb_password: SecretStr | None = None
+    couchdb_timeout: float = Field(default=5.0, gt=0, le=120)
+    database: str = Field(default="messages", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
+    token_public_key_file: FilePath
+    token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
+    max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
+    page_limit: int = Field(default=100, ge=1, le=1000)
+    max_page_limit: int = Field(default=1000, ge=1, le=10000)
+    sweep_interval: float = Field(default=300.0, gt=0)
+    sweep_batch: int = Field(default=500, ge=1, le=10000)
+    host: str = "0.0.0.0"  # noqa: S104 - a container's service listens on all its interfaces
+    port: int = Field(default=4001, ge=1, le=65535)
+    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+
+    @field_validator("token_public_key_file")
+    @classmethod
+    def _must_hold_ed25519_key(cls, path: Path) -> Path:
+        try:
+            load_public_key(path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"not a readable Ed25519 public key PEM ({exc})") from None
+        return path
+
+    @property
+    def couchdb_password_value(self) -> str | None:
+        return self.couchdb_password.get_secret_value() if self.couchdb_password else None

@@ -1,0 +1,90 @@
+"""What a stored message is, and the checks a body must pass before it is stored."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+TTL_MS = 30 * 24 * 3600 * 1000
+MAX_NONCE_BYTES = 64
+
+UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Base64Text = Annotated[StrictStr, Field(min_length=1)]
+
+
+def decoded_size(value: str, field: str) -> int:
+    try:
+        return len(base64.b64decode(value, validate=True))
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field} must be base64") from None
+
+
+def canonical_uuid(value: str) -> str:
+    """The id exactly as given, if it is a UUID in its canonical lowercase form."""
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        raise ValueError("id must be a UUID") from None
+    if str(parsed) != value:
+        raise ValueError("id must be a UUID in canonical lowercase form")
+    return value
+
+
+class Message(BaseModel):
+    """A message as the master posts it. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: StrictStr
+    type: Literal["message"] = "message"
+    senderId: UserId
+    recipientId: UserId
+    ciphertext: Base64Text
+    nonce: Base64Text
+    timestamp: StrictInt = Field(ge=0)
+    expiresAt: StrictInt = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Message:
+        canonical_uuid(self.id)
+        decoded_size(self.ciphertext, "ciphertext")
+        if decoded_size(self.nonce, "nonce") > MAX_NONCE_BYTES:
+            raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
+        if not self.timestamp < self.expiresAt <= self.timestamp + TTL_MS:
+            raise ValueError("expiresAt must be after timestamp and at most 30 days later")
+        return self
+
+    @property
+    def ciphertext_bytes(self) -> int:
+        return decoded_size(self.ciphertext, "ciphertext")
+
+    def to_document(self) -> dict[str, Any]:
+        """The CouchDB document: the same bytes on every node, so the same revision."""
+        return {
+            "_id": self.id,
+            "type": self.type,
+            "senderId": self.senderId,
+            "recipientId": self.recipientId,
+            "ciphertext": self.ciphertext,
+            "nonce": self.nonce,
+            "timestamp": self.timestamp,
+            "expiresAt": self.expiresAt,
+        }
+
+
+def from_document(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored document as the API returns it: `id` instead of CouchDB's fields."""
+    return {
+        "id": doc["_id"],
+        "type": doc.get("type", "message"),
+        "senderId": doc["senderId"],
+        "recipientId": doc["recipientId"],
+        "ciphertext": doc["ciphertext"],
+        "nonce": doc["nonce"],
+        "timestamp": doc["timestamp"],
+        "expiresAt": doc["expiresAt"],
+    }

@@ -1,0 +1,166 @@
+"""The message store on one CouchDB: idempotent store, conflict-safe delete, TTL."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter
+
+from kuno.common.couch import Conflict, CouchClient
+from kuno.standard.messages import Message
+
+log = logging.getLogger("kuno.standard.store")
+
+RECIPIENT_INDEX = "recipient-timestamp-index"
+EXPIRY_INDEX = "expires-at-index"
+# pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
+RECIPIENT_SORT = [{"recipientId": "asc"}, {"timestamp": "asc"}]
+# Rounds of _find per page when expired or already-seen messages fill a batch.
+MAX_ROUNDS_PER_PAGE = 10
+
+
+@dataclass(frozen=True, order=True)
+class Cursor:
+    """A position in one recipient's messages: after (timestamp, id)."""
+
+    timestamp: int
+    id: str
+
+    def encode(self) -> str:
+        return f"{self.timestamp}_{self.id}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        timestamp, sep, doc_id = text.partition("_")
+        if not sep or not timestamp.isdigit() or not doc_id:
+            raise ValueError("not a cursor")
+        return cls(int(timestamp), doc_id)
+
+    @classmethod
+    def of(cls, doc: dict[str, Any]) -> Cursor:
+        return cls(doc["timestamp"], doc["_id"])
+
+
+@dataclass(frozen=True)
+class Page:
+    messages: list[dict[str, Any]]
+    next: Cursor | None
+
+
+class StoreMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stored = Counter("kuno_messages_stored", "Messages newly stored", registry=registry)
+        self.deleted = Counter(
+            "kuno_messages_deleted", "Messages deleted by their recipient", registry=registry
+        )
+        self.expired = Counter(
+            "kuno_messages_expired", "Expired messages deleted", registry=registry
+        )
+
+
+class MessageStore:
+    def __init__(self, couch: CouchClient, database: str, metrics: StoreMetrics) -> None:
+        self.couch = couch
+        self.database = database
+        self.metrics = metrics
+
+    async def prepare(self) -> None:
+        """Create the database and its indexes when missing (idempotent)."""
+        if await self.couch.ensure_database(self.database):
+            log.info("created database", extra={"database": self.database})
+        await self.couch.ensure_index(
+            self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, ["recipientId", "timestamp"]
+        )
+        await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
+
+    async def store(self, message: Message) -> bool:
+        """Store the message; True when new, False when it was already here (or deleted)."""
+        try:
+            result = await self.couch.put(self.database, message.id, message.to_document())
+        except Conflict:
+            return False
+        if not result["rev"].startswith("1-"):
+            # It was stored and deleted before: PUT over a tombstone revived it. A
+            # delivered message must stay deleted, so delete it again.
+            await self.couch.delete_all_leaves(self.database, [message.id])
+            return False
+        self.metrics.stored.inc()
+        return True
+
+    async def page(self, recipient: str, now_ms: int, limit: int, after: Cursor | None) -> Page:
+        """Non-expired messages of one recipient, oldest first; expired ones met are deleted."""
+        selector = {
+            "recipientId": recipient,
+            "timestamp": {"$gte": after.timestamp if after else 0},
+        }
+        batch_size = limit + 1
+        found: list[dict[str, Any]] = []
+        expired: list[str] = []
+        scanned = 0
+        last: Cursor | None = None
+        for _ in range(MAX_ROUNDS_PER_PAGE):
+            result = await self.couch.find(
+                self.database,
+                {
+                    "selector": selector,
+                    "sort": RECIPIENT_SORT,
+                    "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+                    "limit": batch_size,
+                    "skip": scanned,
+                },
+            )
+            docs = result["docs"]
+            scanned += len(docs)
+            for doc in docs:
+                position = Cursor.of(doc)
+                if after is not None and position <= after:
+                    continue
+                last = position
+                if doc["expiresAt"] <= now_ms:
+                    expired.append(doc["_id"])
+                elif len(found) <= limit:
+                    found.append(doc)
+            if len(found) > limit or len(docs) < batch_size:
+                break
+        if expired:
+            await self.delete_expired(expired)
+        if len(found) > limit:
+            return Page(found[:limit], Cursor.of(found[limit - 1]))
+        # Out of rounds with batches still full: let the caller continue from there.
+        more = scanned == MAX_ROUNDS_PER_PAGE * batch_size
+        return Page(found, last if more else None)
+
+    async def live_leaves(self, message_id: str) -> list[dict[str, Any]]:
+        return await self.couch.live_leaves(self.database, message_id)
+
+    async def delete(self, leaves: list[dict[str, Any]]) -> None:
+        await self.couch.tombstone(self.database, leaves)
+        self.metrics.deleted.inc()
+
+    async def delete_expired(self, ids: list[str]) -> int:
+        deleted = await self.couch.delete_all_leaves(self.database, ids)
+        self.metrics.expired.inc(len(deleted))
+        return len(deleted)
+
+    async def sweep(self, now_ms: int, batch: int, max_batches: int = 100) -> int:
+        """Delete expired messages nobody read; returns how many."""
+        total = 0
+        for _ in range(max_batches):
+            result = await self.couch.find(
+                self.database,
+                {
+                    "selector": {"expiresAt": {"$lte": now_ms}},
+                    "fields": ["_id"],
+                    "use_index": [EXPIRY_INDEX, EXPIRY_INDEX],
+                    "limit": batch,
+                },
+            )
+            ids = [doc["_id"] for doc in result["docs"]]
+            if not ids:
+                break
+            total += await self.delete_expired(ids)
+            if len(ids) < batch:
+                break
+        return total

@@ -1,0 +1,132 @@
+"""The standard node's HTTP API (see DESIGN.md, "HTTP contracts")."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from kuno.common import couch
+from kuno.common.web import authenticate, fail, read_json_object
+from kuno.standard import keys
+from kuno.standard.messages import Message, canonical_uuid, from_document
+from kuno.standard.store import Cursor
+
+routes = web.RouteTableDef()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@routes.post("/messages")
+async def store_message(request: web.Request) -> web.Response:
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    if not identity.is_master:
+        fail(web.HTTPForbidden, "forbidden", "only the master stores messages")
+    body = await read_json_object(request)
+    try:
+        message = Message.model_validate(body)
+    except ValidationError as exc:
+        fail(web.HTTPBadRequest, "invalid_message", _first_problem(exc))
+    limit = request.app[keys.SETTINGS].max_ciphertext_bytes
+    if message.ciphertext_bytes > limit:
+        fail(web.HTTPRequestEntityTooLarge, "too_large", f"ciphertext over {limit} bytes")
+    created = await request.app[keys.STORE].store(message)
+    return web.json_response(
+        {"id": message.id, "stored": True, "created": created}, status=201 if created else 200
+    )
+
+
+@routes.get("/messages/{user_id}")
+async def list_messages(request: web.Request) -> web.Response:
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    user_id = request.match_info["user_id"]
+    if identity.subject != user_id and not identity.is_master:
+        fail(web.HTTPForbidden, "forbidden", "these are another user's messages")
+    settings = request.app[keys.SETTINGS]
+    limit = _int_param(request, "limit", settings.page_limit, 1, settings.max_page_limit)
+    after = None
+    if "after" in request.query:
+        try:
+            after = Cursor.decode(request.query["after"])
+        except ValueError:
+            fail(web.HTTPBadRequest, "invalid_cursor", "after must be a cursor from `next`")
+    page = await request.app[keys.STORE].page(user_id, now_ms(), limit, after)
+    return web.json_response(
+        {
+            "messages": [from_document(doc) for doc in page.messages],
+            "next": page.next.encode() if page.next else None,
+        }
+    )
+
+
+@routes.delete("/messages/{message_id}")
+async def delete_message(request: web.Request) -> web.Response:
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    message_id = request.match_info["message_id"]
+    try:
+        canonical_uuid(message_id)
+    except ValueError as exc:
+        fail(web.HTTPBadRequest, "invalid_id", str(exc))
+    store = request.app[keys.STORE]
+    for _attempt in range(3):
+        leaves = await store.live_leaves(message_id)
+        if not leaves:
+            fail(web.HTTPNotFound, "not_found", "no such message")
+        # Every leaf must be the caller's: a conflicting revision is a message too.
+        if not identity.is_master and any(
+            leaf.get("recipientId") != identity.subject for leaf in leaves
+        ):
+            fail(web.HTTPForbidden, "forbidden", "only the recipient deletes a message")
+        try:
+            await store.delete(leaves)
+        except couch.Conflict:
+            continue  # a revision arrived meanwhile (replication): read the leaves again
+        return web.json_response({"id": message_id, "deleted": True})
+    fail(web.HTTPConflict, "conflict", "the message kept changing; try again")
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    settings = request.app[keys.SETTINGS]
+    client = request.app[keys.COUCH]
+    try:
+        info = await client.server_info()
+        replications = await couch.replication_states(client)
+    except couch.CouchError as exc:
+        return web.json_response(
+            {
+                "node": settings.node_name,
+                "status": "down",
+                "couchdb": {"reachable": False, "reason": exc.error},
+                "replications": [],
+            },
+            status=503,
+        )
+    healthy = all(r["state"] in {"running", "triggered", "completed"} for r in replications)
+    return web.json_response(
+        {
+            "node": settings.node_name,
+            "status": "ok" if healthy else "degraded",
+            "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
+            "replications": replications,
+        }
+    )
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        fail(web.HTTPBadRequest, f"invalid_{name}", f"{name} must be an integer {low}..{high}")
+    return int(raw)
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
