@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import shutil
 import socket
@@ -141,12 +143,9 @@ def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) ->
     return value
 
 
-async def eventually(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
+async def eventually(predicate: Any, within: float = 15.0, interval: float = 0.05) -> Any:
     """wait_until for async tests: the predicate may be a coroutine function."""
-    import asyncio
-    import inspect
-
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = predicate()
         if inspect.isawaitable(value):
@@ -154,5 +153,5 @@ async def eventually(predicate: Any, timeout: float = 15.0, interval: float = 0.
         if value or time.monotonic() >= deadline:
             break
         await asyncio.sleep(interval)
-    assert value, f"condition not met within {timeout} s"
+    assert value, f"condition not met within {within} s"
     return value

@@ -1,0 +1,1 @@
+"""The kuno client: keys, end-to-end encryption, the `kuno` command."""

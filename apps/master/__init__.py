@@ -1,0 +1,1 @@
+"""The master: accounts, WebSocket routing, fan-out storage to every standard node."""
