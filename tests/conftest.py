@@ -74,3 +74,19 @@ def master_token(signer: TokenSigner) -> str:
 @pytest.fixture(scope="session")
 def user_token(signer: TokenSigner) -> Callable[[str], str]:
     return lambda user_id: signer.sign(user_id)
+
+
+@pytest.fixture
+def server_pair(tmp_path: Path) -> Iterator[tuple[PouchServer, PouchServer]]:
+    """Two servers of this test's own, for tests that replicate between them.
+
+    Their replications die with them: deleting a running replication's document
+    would kill pouchdb-server (DESIGN.md).
+    """
+    servers = (
+        PouchServer(tmp_path / "couchdb-a", "couchdb-a").start(),
+        PouchServer(tmp_path / "couchdb-b", "couchdb-b").start(),
+    )
+    yield servers
+    for server in servers:
+        server.stop()

@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kuno.common import couch
-from kuno.common.web import authenticate, fail, read_json_object
+from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys
 from kuno.standard.messages import Message, canonical_uuid, from_document
 from kuno.standard.store import Cursor
@@ -32,7 +32,7 @@ async def store_message(request: web.Request) -> web.Response:
         fail(web.HTTPBadRequest, "invalid_message", _first_problem(exc))
     limit = request.app[keys.SETTINGS].max_ciphertext_bytes
     if message.ciphertext_bytes > limit:
-        fail(web.HTTPRequestEntityTooLarge, "too_large", f"ciphertext over {limit} bytes")
+        fail(PayloadTooLarge, "too_large", f"ciphertext over {limit} bytes")
     created = await request.app[keys.STORE].store(message)
     return web.json_response(
         {"id": message.id, "stored": True, "created": created}, status=201 if created else 200

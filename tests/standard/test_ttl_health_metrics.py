@@ -1,0 +1,111 @@
+"""The TTL sweep, /health, /metrics, and riding out a CouchDB outage."""
+
+from __future__ import annotations
+
+from tests.standard.conftest import bearer
+from tests.support.messages import DAY_MS, message_body, now_ms
+from tests.support.pouchdb import eventually
+
+
+async def test_the_sweep_deletes_expired_messages_nobody_read(
+    start_node, couchdb, database, master_token
+):
+    node = await start_node(couchdb, sweep_interval=0.2)
+    past = now_ms() - 40 * DAY_MS
+    expired = [message_body(f"user{i}", timestamp=past, expiresAt=past + DAY_MS) for i in range(5)]
+    live = message_body("bob")
+    for body in [*expired, live]:
+        assert (await node.post("/messages", json=body, headers=bearer(master_token))).status == 201
+
+    await eventually(lambda: couchdb.all_ids(database) == {live["id"]}, within=10)
+    metrics = await (await node.get("/metrics")).text()
+    assert "kuno_messages_expired_total 5.0" in metrics
+
+
+async def test_health_names_the_node_and_its_replications(start_node, server_pair, database):
+    a, b = server_pair
+    node = await start_node(a, node_name="node7")
+    a.create_db(database)
+    b.create_db(database)
+    a.replicate_from(b, database, doc_id="from-b")
+
+    async def replication_listed():
+        body = await (await node.get("/health")).json()
+        return body if body["replications"] else None
+
+    health = await eventually(replication_listed)
+    assert health["node"] == "node7"
+    assert health["status"] == "ok"
+    assert health["couchdb"] == {"reachable": True, "flavour": "pouchdb-server"}
+    [replication] = health["replications"]
+    assert replication["id"] == "from-b"
+    assert replication["source"] == b.db_url(database)
+    assert replication["state"] == "triggered"
+
+
+async def test_couchdb_down_gives_503_and_the_node_recovers_by_itself(
+    start_node, private_couchdb, master_token, user_token
+):
+    node = await start_node(private_couchdb)
+    before = message_body("bob")
+    assert (await node.post("/messages", json=before, headers=bearer(master_token))).status == 201
+
+    private_couchdb.stop()
+    down = await node.post("/messages", json=message_body("bob"), headers=bearer(master_token))
+    assert down.status == 503
+    assert (await down.json())["error"] == "couchdb_unavailable"
+    health = await node.get("/health")
+    assert health.status == 503
+    assert (await health.json())["couchdb"]["reachable"] is False
+
+    private_couchdb.start()
+    after = message_body("bob")
+    assert (await node.post("/messages", json=after, headers=bearer(master_token))).status == 201
+    assert (await node.get("/health")).status == 200
+    listed = await node.get("/messages/bob", headers=bearer(user_token("bob")))
+    assert [m["id"] for m in (await listed.json())["messages"]] == [before["id"], after["id"]]
+
+
+async def test_a_node_started_before_couchdb_creates_its_database_when_it_appears(
+    start_node, private_couchdb, master_token
+):
+    private_couchdb.stop()
+    node = await start_node(private_couchdb, database="late")
+    assert (await node.get("/health")).status == 503
+    private_couchdb.start()
+
+    async def stored():
+        response = await node.post("/messages", json=message_body(), headers=bearer(master_token))
+        return response.status == 201
+
+    await eventually(stored, within=15, interval=0.5)
+
+
+async def test_metrics_count_requests_by_route_and_stored_messages(node, master_token, user_token):
+    await node.post("/messages", json=message_body("bob"), headers=bearer(master_token))
+    await node.get("/messages/bob", headers=bearer(user_token("bob")))
+    await node.get("/messages/bob", headers=bearer(user_token("eve")))
+    response = await node.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    text = await response.text()
+    assert 'kuno_http_requests_total{method="POST",route="/messages",status="201"} 1.0' in text
+    assert (
+        'kuno_http_requests_total{method="GET",route="/messages/{user_id}",status="403"} 1.0'
+        in text
+    )
+    assert "kuno_messages_stored_total 1.0" in text
+    assert 'kuno_http_request_duration_seconds_count{method="GET",route="/messages/{user_id}"}' in (
+        text
+    )
+    # Labels name routes, never users.
+    assert "bob" not in text
+
+
+async def test_unknown_routes_and_methods_get_json_errors(node):
+    missing = await node.get("/nope")
+    assert missing.status == 404
+    assert (await missing.json())["error"] == "not_found"
+    wrong = await node.put("/messages")
+    assert wrong.status == 405
+    assert (await wrong.json())["error"] == "method_not_allowed"
