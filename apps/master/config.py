@@ -1,0 +1,106 @@
+"""The master's configuration: KUNO_* environment variables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AnyHttpUrl, Field, FilePath, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import NoDecode
+
+from kuno.common.settings import KunoSettings
+from kuno.common.tokens import load_private_key
+
+# A list variable is either JSON (`["http://a", "http://b"]`) or comma-separated.
+UrlList = Annotated[list[AnyHttpUrl], NoDecode]
+
+
+def split_list(value: Any) -> Any:
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+class MasterSettings(KunoSettings):
+    #: Every CouchDB server holding the replicated `users` database; any one that answers will do.
+    couchdb_urls: UrlList = Field(min_length=1)
+    couchdb_user: str | None = None
+    couchdb_password: SecretStr | None = None
+    couchdb_timeout: float = Field(default=2.0, gt=0, le=60)
+    users_database: str = Field(default="users", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
+
+    #: The rollback mode when false: WebSocket delivery only, nothing stored anywhere.
+    storage_enabled: bool = True
+    #: Every standard node; each message is stored on all of them. Empty only without storage.
+    standard_node_urls: UrlList = Field(default_factory=list, validate_default=True)
+    store_timeout: float = Field(default=2.0, gt=0, le=60)
+    message_ttl_days: float = Field(default=30.0, gt=0, le=30)
+    max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
+
+    token_private_key_file: FilePath
+    token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
+    token_ttl: float = Field(default=900.0, ge=10, le=24 * 3600)
+
+    #: argon2id cost; the defaults are argon2-cffi's (RFC 9106, low-memory profile).
+    password_time_cost: int = Field(default=3, ge=1, le=20)
+    password_memory_kib: int = Field(default=64 * 1024, ge=8, le=4 * 1024 * 1024)
+    password_parallelism: int = Field(default=4, ge=1, le=64)
+
+    #: Login attempts per username: a burst, then this many per minute.
+    login_burst: int = Field(default=5, ge=1)
+    login_per_minute: float = Field(default=5.0, gt=0)
+    #: Register and login requests per client address: a burst, then this many per minute.
+    client_burst: int = Field(default=60, ge=1)
+    client_per_minute: float = Field(default=60.0, gt=0)
+
+    #: Sends per WebSocket connection: a burst, then this many per second.
+    send_burst: int = Field(default=100, ge=1)
+    send_per_second: float = Field(default=50.0, gt=0)
+    #: Seconds a client has to send its auth frame when the token is not in a header.
+    auth_timeout: float = Field(default=10.0, gt=0)
+    heartbeat: float = Field(default=30.0, gt=0)
+    #: Seconds shutdown waits for in-flight fan-outs before closing sockets with 1001.
+    shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container's service listens on all its interfaces
+    port: int = Field(default=4000, ge=1, le=65535)
+    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+
+    @field_validator("couchdb_urls", "standard_node_urls", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return split_list(value)
+
+    @field_validator("token_private_key_file")
+    @classmethod
+    def _must_hold_ed25519_key(cls, path: Path) -> Path:
+        try:
+            load_private_key(path.read_bytes())
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"not a readable Ed25519 private key PEM ({exc})") from None
+        return path
+
+    @field_validator("standard_node_urls")
+    @classmethod
+    def _distinct(cls, urls: list[AnyHttpUrl], info: ValidationInfo) -> list[AnyHttpUrl]:
+        if info.data.get("storage_enabled", True) and not urls:
+            raise ValueError("list every standard node, or set KUNO_STORAGE_ENABLED=false")
+        if len({str(url) for url in urls}) != len(urls):
+            raise ValueError("a standard node is listed twice")
+        return urls
+
+    @property
+    def couchdb_password_value(self) -> str | None:
+        return self.couchdb_password.get_secret_value() if self.couchdb_password else None
+
+    @property
+    def message_ttl_ms(self) -> int:
+        return int(self.message_ttl_days * 24 * 3600 * 1000)
+
+    @property
+    def node_urls(self) -> list[str]:
+        return [str(url).rstrip("/") for url in self.standard_node_urls]

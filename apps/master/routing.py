@@ -1,0 +1,389 @@
+"""WebSocket routing: deliver to the recipient's open sockets, store on every node, ack.
+
+Frames (JSON text):
+    client → {"type":"send","id","to","ciphertext","nonce"}
+    client → {"type":"received","id"}
+    server → {"type":"message","id","from","ciphertext","nonce","timestamp"}
+    server → {"type":"ack","id","delivered","stored","nodes"}  (+ "storage":"disabled")
+    server → {"type":"error","id","reason"}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
+
+from kuno.common.tokens import TokenSigner
+from kuno.master.fanout import StandardNodes
+from kuno.master.users import UserDirectory
+from kuno.standard.messages import MAX_NONCE_BYTES, Message, UserId, canonical_uuid, decoded_size
+
+log = logging.getLogger("kuno.master.routing")
+
+# Recently routed messages kept so a resend gets the identical document and no second delivery.
+RECENT_MESSAGES = 50_000
+# Tokens the master mints for a recipient's deletes live this long.
+DELETE_TOKEN_TTL = 120.0
+
+
+class RoutingMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.routed = Counter(
+            "kuno_master_messages_routed", "Send frames accepted", registry=registry
+        )
+        self.delivered = Counter(
+            "kuno_master_messages_delivered_online",
+            "Messages pushed to at least one open socket of the recipient",
+            registry=registry,
+        )
+        self.acks = Counter(
+            "kuno_master_acks", "Acks sent, by how many nodes stored", ["stored"], registry=registry
+        )
+        self.errors = Counter(
+            "kuno_master_frame_errors", "Error frames sent, by kind", ["kind"], registry=registry
+        )
+        self.connections = Gauge(
+            "kuno_master_websockets", "Open authenticated WebSockets", registry=registry
+        )
+
+
+class FrameError(Exception):
+    """A frame the master refuses; the connection stays open."""
+
+    def __init__(self, kind: str, reason: str, message_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+        self.message_id = message_id
+
+
+class SendFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["send"]
+    id: StrictStr
+    to: UserId
+    ciphertext: StrictStr = Field(min_length=1)
+    nonce: StrictStr = Field(min_length=1)
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return canonical_uuid(value)
+
+    @field_validator("ciphertext")
+    @classmethod
+    def _ciphertext(cls, value: str) -> str:
+        decoded_size(value, "ciphertext")
+        return value
+
+    @field_validator("nonce")
+    @classmethod
+    def _nonce(cls, value: str) -> str:
+        if decoded_size(value, "nonce") > MAX_NONCE_BYTES:
+            raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
+        return value
+
+
+class ReceivedFrame(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["received"]
+    id: StrictStr
+
+    @field_validator("id")
+    @classmethod
+    def _uuid(cls, value: str) -> str:
+        return canonical_uuid(value)
+
+
+def parse_frame(text: str) -> SendFrame | ReceivedFrame:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise FrameError("invalid_frame", "the frame is not JSON") from None
+    if not isinstance(data, dict):
+        raise FrameError("invalid_frame", "the frame must be a JSON object")
+    message_id = data.get("id") if isinstance(data.get("id"), str) else None
+    kinds: dict[Any, type[SendFrame] | type[ReceivedFrame]] = {
+        "send": SendFrame,
+        "received": ReceivedFrame,
+    }
+    model = kinds.get(data.get("type"))
+    if model is None:
+        raise FrameError("invalid_frame", "type must be send or received", message_id)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise FrameError("invalid_frame", first_problem(exc), message_id) from None
+
+
+def first_problem(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivered: bool
+    stored: int
+    nodes: int
+
+
+@dataclass
+class Routed:
+    """A message the master has routed: its one document, and whether it reached a socket."""
+
+    document: dict[str, Any]
+    delivered: bool = False
+
+    def same_content(self, sender: str, frame: SendFrame) -> bool:
+        doc = self.document
+        return (doc["senderId"], doc["recipientId"], doc["ciphertext"], doc["nonce"]) == (
+            sender,
+            frame.to,
+            frame.ciphertext,
+            frame.nonce,
+        )
+
+
+@dataclass(eq=False)
+class Connection:
+    """One authenticated socket; frames to it are written one at a time."""
+
+    user: str
+    socket: web.WebSocketResponse
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        async with self.lock:
+            if self.socket.closed:
+                return False
+            try:
+                await self.socket.send_str(json.dumps(frame, separators=(",", ":")))
+            except (ConnectionError, RuntimeError):
+                return False
+            return True
+
+
+class Router:
+    def __init__(
+        self,
+        users: UserDirectory,
+        nodes: StandardNodes | None,
+        signer: TokenSigner,
+        ttl_ms: int,
+        max_ciphertext_bytes: int,
+        metrics: RoutingMetrics,
+    ) -> None:
+        self.users = users
+        self.nodes = nodes  # None: storage disabled
+        self.signer = signer
+        self.ttl_ms = ttl_ms
+        self.max_ciphertext_bytes = max_ciphertext_bytes
+        self.metrics = metrics
+        self.connections: dict[str, set[Connection]] = {}
+        self.closing = False
+        self._inflight: dict[str, asyncio.Task[Outcome]] = {}
+        self._recent: OrderedDict[str, Routed] = OrderedDict()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- connections --------------------------------------------------------
+
+    def add(self, connection: Connection) -> None:
+        self.connections.setdefault(connection.user, set()).add(connection)
+        self.metrics.connections.inc()
+
+    def remove(self, connection: Connection) -> None:
+        sockets = self.connections.get(connection.user)
+        if sockets is not None and connection in sockets:
+            sockets.discard(connection)
+            self.metrics.connections.dec()
+            if not sockets:
+                del self.connections[connection.user]
+
+    # --- frames -------------------------------------------------------------
+
+    async def on_send(self, connection: Connection, frame: SendFrame) -> dict[str, Any]:
+        """The ack or error frame for one send."""
+        if self.closing:
+            raise FrameError("shutting_down", "the server is shutting down; resend later", frame.id)
+        if decoded_size(frame.ciphertext, "ciphertext") > self.max_ciphertext_bytes:
+            raise FrameError(
+                "too_large", f"ciphertext over {self.max_ciphertext_bytes} bytes", frame.id
+            )
+        if not await self.users.exists(frame.to):
+            raise FrameError("unknown_recipient", f"unknown recipient {frame.to}", frame.id)
+        self.metrics.routed.inc()
+        outcome = await self.route(connection.user, frame)
+        if self.nodes is None:
+            self.metrics.acks.labels("disabled").inc()
+            return {
+                "type": "ack",
+                "id": frame.id,
+                "delivered": outcome.delivered,
+                "stored": 0,
+                "nodes": 0,
+                "storage": "disabled",
+            }
+        if outcome.stored == 0:
+            raise FrameError(
+                "not_stored",
+                f"not stored on any of {outcome.nodes} nodes; resend the same id later",
+                frame.id,
+            )
+        self.metrics.acks.labels(str(outcome.stored)).inc()
+        return {
+            "type": "ack",
+            "id": frame.id,
+            "delivered": outcome.delivered,
+            "stored": outcome.stored,
+            "nodes": outcome.nodes,
+        }
+
+    async def answer_send(self, connection: Connection, frame: SendFrame) -> None:
+        try:
+            reply = await self.on_send(connection, frame)
+        except FrameError as exc:
+            await self.refuse(connection, exc)
+            return
+        except Exception:
+            log.exception("routing failed", extra={"id": frame.id})
+            await self.refuse(connection, FrameError("internal", "internal error", frame.id))
+            return
+        await connection.send(reply)
+
+    async def refuse(self, connection: Connection, error: FrameError) -> None:
+        """An error frame; the connection stays open."""
+        self.metrics.errors.labels(error.kind).inc()
+        await connection.send({"type": "error", "id": error.message_id, "reason": error.reason})
+
+    async def route(self, sender: str, frame: SendFrame) -> Outcome:
+        """Deliver and store once per id: a resend joins the fan-out in flight or repeats it."""
+        inflight = self._inflight.get(frame.id)
+        routed = self._recent.get(frame.id)
+        if routed is not None and not routed.same_content(sender, frame):
+            raise FrameError("id_reused", "this id belongs to another message", frame.id)
+        if inflight is None:
+            if routed is None:
+                routed = Routed(self._document(sender, frame))
+            inflight = asyncio.create_task(self._deliver_and_store(routed))
+            self._inflight[frame.id] = inflight
+            inflight.add_done_callback(lambda _: self._inflight.pop(frame.id, None))
+            self._remember(frame.id, routed)
+        # Shielded: the fan-out finishes even when the sender's socket goes away.
+        return await asyncio.shield(inflight)
+
+    def on_received(self, connection: Connection, frame: ReceivedFrame) -> None:
+        """Delete the message from every node, on behalf of its recipient, in the background."""
+        if self.nodes is None:
+            return
+        self.spawn(self._delete(connection.user, frame.id))
+
+    # --- internals ----------------------------------------------------------
+
+    def _document(self, sender: str, frame: SendFrame) -> dict[str, Any]:
+        # The only place timestamp and expiresAt are set: every node gets these bytes.
+        timestamp = int(time.time() * 1000)
+        message = Message(
+            id=frame.id,
+            senderId=sender,
+            recipientId=frame.to,
+            ciphertext=frame.ciphertext,
+            nonce=frame.nonce,
+            timestamp=timestamp,
+            expiresAt=timestamp + self.ttl_ms,
+        )
+        return message.model_dump()
+
+    def _remember(self, message_id: str, routed: Routed) -> None:
+        self._recent[message_id] = routed
+        self._recent.move_to_end(message_id)
+        while len(self._recent) > RECENT_MESSAGES:
+            self._recent.popitem(last=False)
+
+    async def _deliver_and_store(self, routed: Routed) -> Outcome:
+        document = routed.document
+        if self.nodes is None:
+            routed.delivered = routed.delivered or await self._deliver(document)
+            return Outcome(routed.delivered, 0, 0)
+        store = asyncio.create_task(self.nodes.store_message_in_standard_nodes(document))
+        if not routed.delivered:
+            routed.delivered = await self._deliver(document)
+        results = await store
+        stored = sum(result.ok for result in results)
+        if stored < len(results):
+            log.warning(
+                "message stored on fewer nodes than configured",
+                extra={"id": document["id"], "stored": stored, "nodes": len(results)},
+            )
+        return Outcome(routed.delivered, stored, len(results))
+
+    async def _deliver(self, document: dict[str, Any]) -> bool:
+        sockets = list(self.connections.get(document["recipientId"], ()))
+        if not sockets:
+            return False
+        frame = {
+            "type": "message",
+            "id": document["id"],
+            "from": document["senderId"],
+            "ciphertext": document["ciphertext"],
+            "nonce": document["nonce"],
+            "timestamp": document["timestamp"],
+        }
+        sent = await asyncio.gather(*(connection.send(frame) for connection in sockets))
+        delivered = any(sent)
+        if delivered:
+            self.metrics.delivered.inc()
+        return delivered
+
+    async def _delete(self, recipient: str, message_id: str) -> None:
+        inflight = self._inflight.get(message_id)
+        if inflight is not None:
+            # Delete after the store settles, or a late store would bring the message back.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(inflight)
+        assert self.nodes is not None
+        # The recipient's own token: the nodes check that only the recipient deletes.
+        token = self.signer.sign(recipient, ttl=DELETE_TOKEN_TTL)
+        results = await self.nodes.delete_everywhere(message_id, token)
+        failed = [result.node for result in results if not result.ok]
+        if failed:
+            log.warning(
+                "delete not done on every node; replication carries it",
+                extra={"id": message_id, "failed": failed},
+            )
+
+    def spawn(self, coroutine: Any) -> None:
+        """A task shutdown waits for (bounded): a send up to its ack, a delete."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self, within: float) -> bool:
+        """Wait (bounded) for in-flight fan-outs and deletes; True when all finished."""
+        self.closing = True
+        pending = set(self._background)
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=within)
+        return not still
+
+    async def close_all(self, code: int, message: bytes) -> None:
+        connections = [c for sockets in self.connections.values() for c in sockets]
+        await asyncio.gather(
+            *(c.socket.close(code=code, message=message) for c in connections),
+            return_exceptions=True,
+        )

@@ -1,0 +1,240 @@
+"""The master's HTTP API and its WebSocket (see DESIGN.md, "HTTP contracts")."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from kuno.common import couch
+from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
+from kuno.common.web import authenticate, fail, read_json_object
+from kuno.master import keys
+from kuno.master.ratelimit import TokenBucket
+from kuno.master.routing import Connection, FrameError, ReceivedFrame, parse_frame
+from kuno.master.users import USERNAME_PATTERN, decode_public_key, describe_user
+
+log = logging.getLogger("kuno.master")
+
+routes = web.RouteTableDef()
+
+USERNAME = re.compile(USERNAME_PATTERN)
+RESERVED_USERNAMES = frozenset({"master"})  # the service token's subject
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+# Headroom over the ciphertext's base64 for the frame's other fields.
+FRAME_OVERHEAD = 4096
+
+
+def _username(body: dict[str, Any]) -> str:
+    username = body.get("username")
+    if not isinstance(username, str) or not USERNAME.fullmatch(username):
+        fail(web.HTTPBadRequest, "invalid_username", "username must match " + USERNAME_PATTERN)
+    return username
+
+
+def _password(body: dict[str, Any]) -> str:
+    password = body.get("password")
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
+        fail(
+            web.HTTPBadRequest,
+            "invalid_password",
+            f"password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters",
+        )
+    return password
+
+
+def _limit(limiter_key: web.AppKey[Any], request: web.Request, key: str) -> None:
+    wait = request.app[limiter_key].take(key)
+    if wait:
+        raise web.HTTPTooManyRequests(
+            text=json.dumps({"error": "too_many_requests", "reason": "too many attempts"}),
+            content_type="application/json",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+
+
+def _client_address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+@routes.post("/api/register")
+async def register(request: web.Request) -> web.Response:
+    _limit(keys.CLIENT_LIMITER, request, _client_address(request))
+    body = await read_json_object(request)
+    username = _username(body)
+    password = _password(body)
+    public_key = body.get("publicKey")
+    try:
+        if not isinstance(public_key, str):
+            raise ValueError("publicKey must be a base64 string")
+        decode_public_key(public_key)
+    except ValueError as exc:
+        fail(web.HTTPBadRequest, "invalid_public_key", str(exc))
+    if username in RESERVED_USERNAMES:
+        fail(web.HTTPConflict, "username_taken", "this username is taken")
+    if not await request.app[keys.USERS].create(username, password, public_key):
+        fail(web.HTTPConflict, "username_taken", "this username is taken")
+    log.info("registered", extra={"username": username})
+    return web.json_response({"username": username, "publicKey": public_key}, status=201)
+
+
+@routes.post("/api/login")
+async def login(request: web.Request) -> web.Response:
+    _limit(keys.CLIENT_LIMITER, request, _client_address(request))
+    body = await read_json_object(request)
+    username = _username(body)
+    password = body.get("password")
+    _limit(keys.LOGIN_LIMITER, request, username)
+    if not isinstance(password, str) or len(password) > MAX_PASSWORD:
+        fail(web.HTTPUnauthorized, "invalid_credentials", "wrong username or password")
+    if not await request.app[keys.USERS].check_password(username, password):
+        log.info("login refused", extra={"username": username})
+        fail(web.HTTPUnauthorized, "invalid_credentials", "wrong username or password")
+    settings = request.app[keys.SETTINGS]
+    token = request.app[keys.SIGNER].sign(username)
+    return web.json_response(
+        {"username": username, "token": token, "expiresIn": int(settings.token_ttl)}
+    )
+
+
+@routes.get("/api/users/{username}/key")
+async def public_key(request: web.Request) -> web.Response:
+    authenticate(request, request.app[keys.VERIFIER])
+    username = request.match_info["username"]
+    if not USERNAME.fullmatch(username):
+        fail(web.HTTPNotFound, "not_found", "no such user")
+    user = await request.app[keys.USERS].get(username)
+    if user is None:
+        fail(web.HTTPNotFound, "not_found", "no such user")
+    return web.json_response(describe_user(user))
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    router = request.app[keys.ROUTER]
+    users = request.app[keys.USERS]
+
+    async def couchdb(client: couch.CouchClient) -> dict[str, Any]:
+        url = couch.redact_url(str(client.url))
+        try:
+            info = await client.server_info()
+        except couch.CouchError as exc:
+            return {"url": url, "reachable": False, "reason": exc.error}
+        return {
+            "url": url,
+            "reachable": True,
+            "flavour": couch.flavour(info),
+        }
+
+    couch_states, node_states = await asyncio.gather(
+        asyncio.gather(*(couchdb(client) for client in users.servers.clients)),
+        router.nodes.health() if router.nodes is not None else _nothing(),
+    )
+    couch_up = sum(state["reachable"] for state in couch_states)
+    nodes_up = sum(state["reachable"] for state in node_states)
+    if couch_up == 0 or (router.nodes is not None and nodes_up == 0):
+        status, code = "down", 503
+    elif couch_up < len(couch_states) or nodes_up < len(node_states):
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    return web.json_response(
+        {
+            "status": status,
+            "storage": "enabled" if router.nodes is not None else "disabled",
+            "couchdb": couch_states,
+            "standardNodes": node_states,
+            "websockets": sum(len(sockets) for sockets in router.connections.values()),
+        },
+        status=code,
+    )
+
+
+async def _nothing() -> list[dict[str, Any]]:
+    return []
+
+
+@routes.get("/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """The token comes in `Authorization: Bearer` or as the first frame, never in the URL."""
+    settings = request.app[keys.SETTINGS]
+    verifier = request.app[keys.VERIFIER]
+    identity: Identity | None = None
+    if "Authorization" in request.headers:
+        identity = authenticate(request, verifier)  # 401 before the upgrade
+    socket = web.WebSocketResponse(
+        heartbeat=settings.heartbeat,
+        compress=False,  # ciphertext does not compress
+        max_msg_size=settings.max_ciphertext_bytes * 4 // 3 + FRAME_OVERHEAD,
+        timeout=5.0,
+    )
+    await socket.prepare(request)
+    if identity is None:
+        identity = await _first_frame_auth(socket, verifier, settings.auth_timeout)
+        if identity is None:
+            return socket
+    if identity.is_master:
+        await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=b"a user token is required")
+        return socket
+    router = request.app[keys.ROUTER]
+    connection = Connection(identity.subject, socket)
+    await connection.send({"type": "ready", "user": identity.subject})
+    router.add(connection)
+    sends = TokenBucket(settings.send_burst, settings.send_per_second)
+    try:
+        async for message in socket:
+            if message.type != WSMsgType.TEXT:
+                await router.refuse(connection, FrameError("invalid_frame", "send text frames"))
+                continue
+            try:
+                frame = parse_frame(message.data)
+            except FrameError as exc:
+                await router.refuse(connection, exc)
+                continue
+            if isinstance(frame, ReceivedFrame):
+                router.on_received(connection, frame)
+            elif not sends.take():
+                limited = FrameError("rate_limited", "too many messages; resend later", frame.id)
+                await router.refuse(connection, limited)
+            else:
+                # The ack waits for the fan-out; the reader goes on with the next frame.
+                router.spawn(router.answer_send(connection, frame))
+    finally:
+        router.remove(connection)
+    if socket.close_code == WSCloseCode.MESSAGE_TOO_BIG:
+        log.info("closed a socket: frame too large", extra={"user": identity.subject})
+    return socket
+
+
+async def _first_frame_auth(
+    socket: web.WebSocketResponse, verifier: TokenVerifier, within: float
+) -> Identity | None:
+    """For clients that cannot set headers (browsers): {"type":"auth","token":...} first."""
+    reason = 'the first frame must be {"type":"auth","token":...}'
+    try:
+        message = await socket.receive(timeout=within)
+    except TimeoutError:
+        message = None
+    if message is not None and message.type == WSMsgType.TEXT:
+        try:
+            frame = json.loads(message.data)
+        except ValueError:
+            frame = None
+        if isinstance(frame, dict) and frame.get("type") == "auth":
+            try:
+                token = frame.get("token")
+                if not isinstance(token, str):
+                    raise InvalidToken("no token")
+                return verifier.verify(token)
+            except InvalidToken:
+                reason = "the token is invalid or expired"
+    if not socket.closed:
+        await socket.send_str(json.dumps({"type": "error", "id": None, "reason": reason}))
+        await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
+    return None
