@@ -1,0 +1,457 @@
+"""The async client library: accounts, the WebSocket, and the inbox on every storage node.
+
+async with KunoClient(master_url, node_urls) as client:
+    await client.register("alice", password, KeyPair.generate())
+    await client.login("alice", password)
+    async with client.connect() as socket:
+        ack = await socket.send("bob", "hello")
+    inbox = await client.inbox()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from kuno.client.crypto import DecryptionError, KeyPair, open_sealed, seal
+
+DEFAULT_TIMEOUT = 10.0
+NODE_TIMEOUT = 5.0
+PAGE_LIMIT = 100
+MAX_PAGES = 1000  # per node and inbox call: 100 000 messages at the default page size
+
+
+class KunoError(Exception):
+    """A failure the user should see, in words."""
+
+
+class ApiError(KunoError):
+    def __init__(self, status: int, error: str, reason: str) -> None:
+        super().__init__(f"{status} {error}: {reason}")
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
+class SendError(KunoError):
+    """The master answered a send with an error frame: nothing was acknowledged."""
+
+    def __init__(self, message_id: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.message_id = message_id
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Ack:
+    id: str
+    delivered: bool
+    stored: int
+    nodes: int
+    storage: str = "enabled"
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A sealed send frame; resending this very frame never duplicates the message."""
+
+    id: str
+    to: str
+    ciphertext: str
+    nonce: str
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "send",
+            "id": self.id,
+            "to": self.to,
+            "ciphertext": self.ciphertext,
+            "nonce": self.nonce,
+        }
+
+
+@dataclass(frozen=True)
+class Message:
+    id: str
+    sender: str
+    timestamp: int
+    text: str | None  # None when it did not decrypt
+    error: str | None = None
+
+
+@dataclass
+class Inbox:
+    messages: list[Message] = field(default_factory=list)  # decrypted, oldest first
+    undecryptable: list[Message] = field(default_factory=list)
+    nodes_answered: list[str] = field(default_factory=list)
+    nodes_failed: dict[str, str] = field(default_factory=dict)  # node → why
+    deleted: dict[str, int] = field(default_factory=dict)  # id → nodes that confirmed
+
+    @property
+    def ids(self) -> list[str]:
+        return [m.id for m in self.messages + self.undecryptable]
+
+
+def _node_base(url: str) -> str:
+    return url.rstrip("/")
+
+
+class KunoClient:
+    def __init__(
+        self,
+        master_url: str,
+        node_urls: list[str] | tuple[str, ...] = (),
+        *,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        node_timeout: float = NODE_TIMEOUT,
+        page_limit: int = PAGE_LIMIT,
+    ) -> None:
+        self.master_url = master_url.rstrip("/")
+        self.node_urls = [_node_base(url) for url in node_urls]
+        self._session = session
+        self._own_session = session is None
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.node_timeout = aiohttp.ClientTimeout(total=node_timeout)
+        self.page_limit = page_limit
+        self.username: str | None = None
+        self.token: str | None = None
+        self.keys: KeyPair | None = None
+        self._public_keys: dict[str, str] = {}
+
+    async def __aenter__(self) -> KunoClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # --- accounts -----------------------------------------------------------
+
+    async def register(self, username: str, password: str, keys: KeyPair) -> None:
+        await self._master(
+            "POST",
+            "/api/register",
+            json={"username": username, "password": password, "publicKey": keys.public_b64},
+        )
+        self.username, self.keys = username, keys
+
+    async def login(self, username: str, password: str, keys: KeyPair | None = None) -> str:
+        body = await self._master(
+            "POST", "/api/login", json={"username": username, "password": password}
+        )
+        self.username, self.token = username, body["token"]
+        if keys is not None:
+            self.keys = keys
+        return body["token"]
+
+    def use(self, username: str, token: str, keys: KeyPair) -> None:
+        """Act as a user whose token and keys were saved earlier."""
+        self.username, self.token, self.keys = username, token, keys
+
+    async def public_key(self, username: str) -> str:
+        if username not in self._public_keys:
+            body = await self._master(
+                "GET", f"/api/users/{quote(username, safe='')}/key", auth=True
+            )
+            self._public_keys[username] = body["publicKey"]
+        return self._public_keys[username]
+
+    # --- messages -----------------------------------------------------------
+
+    async def seal(self, to: str, text: str, message_id: str | None = None) -> Outgoing:
+        keys = self._require_keys()
+        ciphertext, nonce = seal(text, keys, await self.public_key(to))
+        return Outgoing(message_id or str(uuid.uuid4()), to, ciphertext, nonce)
+
+    async def open(
+        self, message_id: str, sender: str, timestamp: int, ciphertext: str, nonce: str
+    ) -> Message:
+        """Decrypt one message; a failure is returned in `error`, never raised."""
+        try:
+            sender_key = await self.public_key(sender)
+            text = open_sealed(ciphertext, nonce, self._require_keys(), sender_key)
+        except DecryptionError as exc:
+            return Message(message_id, sender, timestamp, None, f"does not decrypt ({exc})")
+        except ApiError as exc:
+            return Message(message_id, sender, timestamp, None, f"sender's key unknown ({exc})")
+        return Message(message_id, sender, timestamp, text)
+
+    def connect(self) -> Socket:
+        return Socket(self)
+
+    async def fetch_inbox(self) -> Inbox:
+        """Every stored message from all nodes at once, deduplicated by id and decrypted."""
+        username = self._require_login()
+        inbox = Inbox()
+        pages = await asyncio.gather(
+            *(self._all_pages(url, username) for url in self.node_urls), return_exceptions=True
+        )
+        by_id: dict[str, dict[str, Any]] = {}
+        for url, result in zip(self.node_urls, pages, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, KunoError | aiohttp.ClientError | TimeoutError):
+                    raise result
+                inbox.nodes_failed[url] = str(result) or type(result).__name__
+                continue
+            inbox.nodes_answered.append(url)
+            for stored in result:
+                by_id.setdefault(stored["id"], stored)
+        if self.node_urls and not inbox.nodes_answered:
+            raise KunoError(f"no storage node answered: {inbox.nodes_failed}")
+        ordered = sorted(by_id.values(), key=lambda m: (m["timestamp"], m["id"]))
+        opened = await asyncio.gather(
+            *(
+                self.open(m["id"], m["senderId"], m["timestamp"], m["ciphertext"], m["nonce"])
+                for m in ordered
+            )
+        )
+        for message in opened:
+            (inbox.messages if message.error is None else inbox.undecryptable).append(message)
+        return inbox
+
+    async def delete_everywhere(self, message_ids: list[str]) -> dict[str, int]:
+        """DELETE each message on every node; a node that is down gets it by replication."""
+        self._require_login()
+        results = await asyncio.gather(
+            *(self._delete(url, message_id) for message_id in message_ids for url in self.node_urls)
+        )
+        confirmed = dict.fromkeys(message_ids, 0)
+        position = 0
+        for message_id in message_ids:
+            for _ in self.node_urls:
+                confirmed[message_id] += results[position]
+                position += 1
+        return confirmed
+
+    async def inbox(self) -> Inbox:
+        """fetch_inbox, then delete what was fetched (undecryptable ones too) from every node."""
+        inbox = await self.fetch_inbox()
+        inbox.deleted = await self.delete_everywhere(inbox.ids)
+        return inbox
+
+    # --- plumbing -----------------------------------------------------------
+
+    def _require_login(self) -> str:
+        if self.username is None or self.token is None:
+            raise KunoError("not logged in: run `kuno login` first")
+        return self.username
+
+    def _require_keys(self) -> KeyPair:
+        if self.keys is None:
+            raise KunoError("no key pair: register on this machine or restore the key file")
+        return self.keys
+
+    def _bearer(self) -> dict[str, str]:
+        self._require_login()
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def _master(self, method: str, path: str, *, json: Any = None, auth: bool = False) -> Any:
+        headers = self._bearer() if auth else {}
+        try:
+            async with self.session.request(
+                method, self.master_url + path, json=json, headers=headers, timeout=self.timeout
+            ) as response:
+                return await _json_or_error(response)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KunoError(f"the master is unreachable ({type(exc).__name__})") from exc
+
+    async def _all_pages(self, node_url: str, username: str) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        after: str | None = None
+        url = URL(f"{node_url}/messages/{quote(username, safe='')}", encoded=True)
+        for _ in range(MAX_PAGES):
+            params = {"limit": str(self.page_limit)}
+            if after is not None:
+                params["after"] = after
+            async with self.session.get(
+                url, params=params, headers=self._bearer(), timeout=self.node_timeout
+            ) as response:
+                page = await _json_or_error(response)
+            messages.extend(page["messages"])
+            after = page.get("next")
+            if after is None:
+                break
+        return messages
+
+    async def _delete(self, node_url: str, message_id: str) -> int:
+        """1 when the node no longer has the message (deleted now or already gone)."""
+        try:
+            async with self.session.delete(
+                f"{node_url}/messages/{quote(message_id, safe='')}",
+                headers=self._bearer(),
+                timeout=self.node_timeout,
+            ) as response:
+                await response.read()
+                return 1 if response.status in (200, 404) else 0
+        except (aiohttp.ClientError, TimeoutError):
+            return 0
+
+
+async def _json_or_error(response: aiohttp.ClientResponse) -> Any:
+    try:
+        body = await response.json(content_type=None)
+    except ValueError:
+        body = None
+    if response.status >= 400:
+        error = body.get("error", "error") if isinstance(body, dict) else "error"
+        reason = body.get("reason", response.reason or "") if isinstance(body, dict) else ""
+        raise ApiError(response.status, str(error), str(reason))
+    return body
+
+
+class Socket:
+    """The authenticated WebSocket: send and wait for the ack, receive decrypted messages."""
+
+    def __init__(self, client: KunoClient) -> None:
+        self.client = client
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.errors: asyncio.Queue[SendError] = asyncio.Queue()  # error frames without a send
+        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._waiting: dict[str, asyncio.Future[Ack]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self.close_code: int | None = None
+
+    async def __aenter__(self) -> Socket:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        client = self.client
+        try:
+            # The token goes in a header: it never appears in a URL, so never in an access log.
+            self.ws = await client.session.ws_connect(
+                client.master_url + "/ws", headers=client._bearer(), heartbeat=30.0
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == 401:
+                raise ApiError(401, "unauthorized", "the token is invalid or expired") from exc
+            raise KunoError(f"WebSocket refused ({exc.status})") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KunoError(f"the master is unreachable ({type(exc).__name__})") from exc
+        ready = await self.ws.receive_json(timeout=client.timeout.total)
+        if ready.get("type") != "ready":
+            raise KunoError(f"unexpected first frame {ready.get('type')!r}")
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def send(self, to: str, text: str, message_id: str | None = None) -> Ack:
+        return await self.send_sealed(await self.client.seal(to, text, message_id))
+
+    async def send_sealed(self, outgoing: Outgoing, within: float | None = None) -> Ack:
+        """Send (or resend) a sealed frame; the Ack once stored, else SendError."""
+        ws = self._require_open()
+        future = self._waiting.get(outgoing.id)
+        if future is None or future.done():
+            future = self._waiting[outgoing.id] = asyncio.get_running_loop().create_future()
+        await ws.send_str(json.dumps(outgoing.frame()))
+        try:
+            async with asyncio.timeout(within or self.client.timeout.total):
+                return await asyncio.shield(future)
+        finally:
+            if future.done():
+                self._waiting.pop(outgoing.id, None)
+
+    async def receive(self, within: float | None = None) -> Message:
+        """The next message pushed to us, decrypted (or with `error` set)."""
+        async with asyncio.timeout(within):
+            message = await self._incoming.get()
+        if message is None:
+            self._incoming.put_nowait(None)  # stay closed for the next caller
+            raise KunoError(f"the connection closed ({self.close_code})")
+        return message
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            try:
+                yield await self.receive()
+            except KunoError:
+                return
+
+    async def received(self, message_id: str) -> None:
+        """Tell the master we have it: it deletes the message from every node."""
+        await self._require_open().send_str(json.dumps({"type": "received", "id": message_id}))
+
+    def _require_open(self) -> aiohttp.ClientWebSocketResponse:
+        if self.ws is None or self.ws.closed:
+            raise KunoError(f"the connection is closed ({self.close_code})")
+        return self.ws
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                if raw.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                await self._dispatch(json.loads(raw.data))
+        finally:
+            self.close_code = self.ws.close_code
+            failure = SendError(None, f"the connection closed ({self.close_code})")
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(failure)
+            self._incoming.put_nowait(None)
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        message_id = frame.get("id")
+        future = self._waiting.get(message_id) if isinstance(message_id, str) else None
+        if kind == "ack" and future is not None and not future.done():
+            future.set_result(
+                Ack(
+                    frame["id"],
+                    frame["delivered"],
+                    frame["stored"],
+                    frame["nodes"],
+                    frame.get("storage", "enabled"),
+                )
+            )
+        elif kind == "error" and future is not None and not future.done():
+            future.set_exception(SendError(message_id, frame.get("reason", "")))
+        elif kind == "error":
+            self.errors.put_nowait(SendError(message_id, frame.get("reason", "")))
+        elif kind == "message":
+            message = await self.client.open(
+                frame["id"], frame["from"], frame["timestamp"], frame["ciphertext"], frame["nonce"]
+            )
+            self._incoming.put_nowait(message)
