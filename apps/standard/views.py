@@ -15,6 +15,9 @@ from kuno.standard.store import Cursor
 
 routes = web.RouteTableDef()
 
+# CouchDB 3's scheduler states and pouchdb-server's `_replication_state` that mean trouble.
+FAILING_REPLICATION_STATES = frozenset({"crashing", "failed", "error"})
+
 
 def now_ms() -> int:
     return int(time.time() * 1000)
@@ -105,7 +108,7 @@ async def health(request: web.Request) -> web.Response:
             },
             status=503,
         )
-    healthy = all(r["state"] in {"running", "triggered", "completed"} for r in replications)
+    healthy = not any(r["state"] in FAILING_REPLICATION_STATES for r in replications)
     return web.json_response(
         {
             "node": settings.node_name,

@@ -109,3 +109,67 @@ async def test_unknown_routes_and_methods_get_json_errors(node):
     wrong = await node.put("/messages")
     assert wrong.status == 405
     assert (await wrong.json())["error"] == "method_not_allowed"
+
+
+async def test_health_reads_couchdb_3_scheduler_states_and_reports_a_crashing_one(
+    aiohttp_server, start_node
+):
+    """CouchDB 3 itself is not installable here: this fake answers with the documented
+    shapes of GET / and /_scheduler/docs, the path pouchdb-server cannot exercise."""
+    from aiohttp import web
+
+    async def welcome(_):
+        return web.json_response({"couchdb": "Welcome", "version": "3.5.0"})
+
+    async def scheduler_docs(_):
+        return web.json_response(
+            {
+                "total_rows": 2,
+                "docs": [
+                    {
+                        "database": "_replicator",
+                        "doc_id": "messages-from-node2",
+                        "source": "http://admin:*****@couchdb-2:5984/messages/",
+                        "target": "http://admin:*****@couchdb-1:5984/messages/",
+                        "state": "running",
+                    },
+                    {
+                        "database": "_replicator",
+                        "doc_id": "messages-from-node3",
+                        "source": "http://admin:*****@couchdb-3:5984/messages/",
+                        "target": "http://admin:*****@couchdb-1:5984/messages/",
+                        "state": "crashing",
+                        "info": {"error": "econnrefused"},
+                    },
+                ],
+            }
+        )
+
+    app = web.Application()
+    app.router.add_get("/", welcome)
+    app.router.add_get("/_scheduler/docs", scheduler_docs)
+    fake = await aiohttp_server(app)
+
+    class Server:  # what start_node needs of a server
+        url = str(fake.make_url("")).rstrip("/")
+
+    node = await start_node(Server)
+    response = await node.get("/health")
+    assert response.status == 200
+    health = await response.json()
+    assert health["status"] == "degraded"
+    assert health["couchdb"] == {"reachable": True, "flavour": "couchdb"}
+    assert health["replications"] == [
+        {
+            "id": "messages-from-node2",
+            "source": "http://couchdb-2:5984/messages/",
+            "target": "http://couchdb-1:5984/messages/",
+            "state": "running",
+        },
+        {
+            "id": "messages-from-node3",
+            "source": "http://couchdb-3:5984/messages/",
+            "target": "http://couchdb-1:5984/messages/",
+            "state": "crashing",
+        },
+    ]
