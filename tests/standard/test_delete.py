@@ -101,16 +101,25 @@ async def _caught_up(a, b, database):
         await eventually(lambda t=target, m=marker: m in t.all_ids(database))
 
 
+async def _two_bodies_on_unconnected_nodes(start_node, server_pair, master_token):
+    """One message id stored with a different body on each of two nodes that do not
+    replicate yet: the conflict a resend with another body, or a partition, leaves."""
+    node_a, node_b = await start_node(server_pair[0]), await start_node(server_pair[1])
+    body = message_body("bob")
+    for node, ciphertext in ((node_a, body["ciphertext"]), (node_b, "b3RoZXI=")):
+        stored = await node.post(
+            "/messages", json=body | {"ciphertext": ciphertext}, headers=bearer(master_token)
+        )
+        assert stored.status == 201
+    return node_a, node_b, body
+
+
 async def test_a_deleted_message_with_replicated_conflicts_never_comes_back(
     start_node, server_pair, database, master_token, user_token
 ):
     a, b = server_pair
-    node_a, node_b = await start_node(a), await start_node(b)
-    body = message_body("bob")
-    # Two bodies of one id written while the nodes do not replicate: a real conflict.
-    await node_a.post("/messages", json=body, headers=bearer(master_token))
-    await node_b.post(
-        "/messages", json=body | {"ciphertext": "b3RoZXI="}, headers=bearer(master_token)
+    node_a, node_b, body = await _two_bodies_on_unconnected_nodes(
+        start_node, server_pair, master_token
     )
     await _replicated_both_ways(a, b, database)
     for server in (a, b):
@@ -130,14 +139,10 @@ async def test_a_message_deleted_on_both_sides_of_a_partition_stays_deleted_afte
     start_node, server_pair, database, master_token, user_token
 ):
     a, b = server_pair
-    node_a, node_b = await start_node(a), await start_node(b)
-    body = message_body("bob")
-    # Partitioned: each side holds its own body of the message, and the client
-    # deletes it from every node it can reach, as `kuno inbox` does.
-    await node_a.post("/messages", json=body, headers=bearer(master_token))
-    await node_b.post(
-        "/messages", json=body | {"ciphertext": "b3RoZXI="}, headers=bearer(master_token)
+    node_a, node_b, body = await _two_bodies_on_unconnected_nodes(
+        start_node, server_pair, master_token
     )
+    # Partitioned: the client deletes it from every node it can reach, as `kuno inbox` does.
     for node in (node_a, node_b):
         deleted = await node.delete(f"/messages/{body['id']}", headers=bearer(user_token("bob")))
         assert deleted.status == 200
