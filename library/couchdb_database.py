@@ -1,0 +1,241 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, the kuno authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: couchdb_database
+short_description: Create or delete a CouchDB database and set its security object
+description:
+  - Makes sure a database exists or does not exist on one CouchDB server (Apache CouchDB 3.x
+    or pouchdb-server).
+  - When O(security) is given, the database's C(_security) object is set to exactly that;
+    lists of names and roles compare regardless of order.
+  - Talks to CouchDB's HTTP API with Ansible's own URL helpers; nothing to install on the managed host.
+author:
+  - kuno authors
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change and writes nothing.
+  diff_mode:
+    support: full
+    description: Shows the database and its security object before and after.
+options:
+  url:
+    description: Base URL of the server, without credentials, for example V(http://127.0.0.1:5984).
+    type: str
+    required: true
+  user:
+    description: User name for HTTP basic authentication (a server admin to create databases).
+    type: str
+  password:
+    description: Password of O(user). Never logged or returned.
+    type: str
+  timeout:
+    description: Seconds to wait for each HTTP request.
+    type: float
+    default: 10
+  validate_certs:
+    description: Verify the server's TLS certificate.
+    type: bool
+    default: true
+  name:
+    description: Name of the database.
+    type: str
+    required: true
+  state:
+    description: Whether the database should exist. V(absent) deletes it with every document.
+    type: str
+    choices: [present, absent]
+    default: present
+  security:
+    description:
+      - The database's security object. Left alone when omitted.
+      - An empty dict, or empty lists, make the database public on CouchDB 3 (admin-only is
+        CouchDB 3's default for a new database only while its security object is unset).
+    type: dict
+    suboptions:
+      admins:
+        description: Who may change design documents and the security object.
+        type: dict
+        suboptions:
+          names:
+            description: User names.
+            type: list
+            elements: str
+            default: []
+          roles:
+            description: Roles.
+            type: list
+            elements: str
+            default: []
+      members:
+        description: Who may read and write documents.
+        type: dict
+        suboptions:
+          names:
+            description: User names.
+            type: list
+            elements: str
+            default: []
+          roles:
+            description: Roles.
+            type: list
+            elements: str
+            default: []
+notes:
+  - Deleting a database that does not exist, or creating one that exists, reports no change.
+seealso:
+  - name: CouchDB database API
+    description: Creating, deleting and securing databases.
+    link: https://docs.couchdb.org/en/stable/api/database/common.html
+"""
+
+EXAMPLES = r"""
+- name: The messages database, readable and writable by the kuno role only
+  couchdb_database:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    name: messages
+    security:
+      admins: {names: [], roles: []}
+      members: {names: [], roles: [kuno]}
+
+- name: No scratch database
+  couchdb_database:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    name: scratch
+    state: absent
+"""
+
+RETURN = r"""
+database:
+  description: The database as the task leaves it (as it would leave it in check mode); null when absent.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Name of the database.
+      type: str
+      sample: messages
+    security:
+      description: The security object, names and roles sorted; only when O(security) was given.
+      type: dict
+      returned: when O(security) is given
+      sample: {admins: {names: [], roles: []}, members: {names: [], roles: [kuno]}}
+operation:
+  description: What the task did (or would do in check mode).
+  returned: changed
+  type: str
+  sample: create
+differences:
+  description: Dotted names of the values an update changed.
+  returned: when O(state=present) updated an existing database
+  type: list
+  elements: str
+  sample: [security.members.roles]
+diff:
+  description: The database before and after, when Ansible runs with C(--diff).
+  returned: when diff mode is on
+  type: dict
+  contains:
+    before:
+      description: The database before the task; empty when it did not exist.
+      type: dict
+    after:
+      description: The database after the task; empty when it is deleted.
+      type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.couchdb import (
+    CouchDBModule,
+    PreconditionFailed,
+    couchdb_argument_spec,
+    quote_segment,
+    run_module,
+)
+
+_NAMES_AND_ROLES = dict(
+    names=dict(type="list", elements="str", default=[]),
+    roles=dict(type="list", elements="str", default=[]),
+)
+
+
+def normalise_security(security):
+    """admins and members, each with sorted names and roles; what CouchDB leaves out is empty."""
+    security = security or {}
+    result = {}
+    for section in ("admins", "members"):
+        part = security.get(section) or {}
+        result[section] = {key: sorted(part.get(key) or []) for key in ("names", "roles")}
+    return result
+
+
+class Database(CouchDBModule):
+    result_key = "database"
+
+    @property
+    def path(self):
+        return "/" + quote_segment(self.params["name"])
+
+    def read(self):
+        if self.client.get_or_none(self.path) is None:
+            return None
+        current = {"name": self.params["name"]}
+        if self.params["security"] is not None:
+            current["security"] = self.client.get(self.path + "/_security")
+        return current
+
+    def normalise(self, current):
+        result = {"name": current["name"]}
+        if "security" in current:
+            result["security"] = normalise_security(current["security"])
+        return result
+
+    def desired(self, current):
+        result = {"name": self.params["name"]}
+        if self.params["security"] is not None:
+            result["security"] = normalise_security(self.params["security"])
+        return result
+
+    def create(self, desired):
+        try:
+            self.client.put(self.path)
+        except PreconditionFailed:
+            pass  # made meanwhile by someone else: what we wanted
+        if "security" in desired:
+            self.client.put(self.path + "/_security", desired["security"])
+
+    def update(self, current, desired):
+        self.client.put(self.path + "/_security", desired["security"])
+
+    def delete(self, current):
+        self.client.delete(self.path)
+
+
+def main():
+    argument_spec = couchdb_argument_spec()
+    argument_spec.update(
+        name=dict(type="str", required=True),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        security=dict(
+            type="dict",
+            options=dict(
+                admins=dict(type="dict", options=_NAMES_AND_ROLES),
+                members=dict(type="dict", options=_NAMES_AND_ROLES),
+            ),
+        ),
+    )
+    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    run_module(module, Database)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,509 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, the kuno authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Shared code of the couchdb_* modules: connection options, an HTTP client on
+Ansible's own URL helpers (nothing to install on a managed host), CouchDB status
+codes as exceptions, server flavour detection, and the read -> normalise ->
+compare -> act cycle that each module specialises.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from ansible.module_utils.urls import open_url
+
+FLAVOUR_COUCHDB = "couchdb"
+FLAVOUR_POUCHDB = "pouchdb-server"
+
+STATE_PRESENT = "present"
+STATE_ABSENT = "absent"
+
+OPERATION_CREATE = "create"
+OPERATION_UPDATE = "update"
+OPERATION_DELETE = "delete"
+
+REDACTED = "********"
+
+
+def couchdb_argument_spec():
+    """The connection options every couchdb_* module takes."""
+    return dict(
+        url=dict(type="str", required=True),
+        user=dict(type="str"),
+        password=dict(type="str", no_log=True),
+        timeout=dict(type="float", default=10),
+        validate_certs=dict(type="bool", default=True),
+    )
+
+
+# --- errors -------------------------------------------------------------------
+
+
+class CouchDBError(Exception):
+    """A request CouchDB refused, or could not be made. The message never holds a credential."""
+
+    status = None
+
+    def __init__(self, method, path, status=None, error=None, reason=None):
+        self.method = method
+        self.path = path
+        self.status = status if status is not None else self.status
+        self.error = error
+        self.reason = reason
+        super().__init__(self.describe())
+
+    def describe(self):
+        text = "%s %s" % (self.method, self.path)
+        if self.status is not None:
+            text += " answered HTTP %s" % self.status
+        if self.error or self.reason:
+            text += ": %s" % ": ".join(str(part) for part in (self.error, self.reason) if part)
+        return text
+
+
+class ConnectionFailed(CouchDBError):
+    def describe(self):
+        return "%s %s failed: %s" % (self.method, self.path, self.reason)
+
+
+class BadRequest(CouchDBError):
+    status = 400
+
+
+class Unauthorized(CouchDBError):
+    status = 401
+
+
+class Forbidden(CouchDBError):
+    status = 403
+
+
+class NotFound(CouchDBError):
+    status = 404
+
+
+class Conflict(CouchDBError):
+    status = 409
+
+
+class PreconditionFailed(CouchDBError):
+    status = 412
+
+
+class ServerError(CouchDBError):
+    status = 500
+
+
+_ERRORS_BY_STATUS = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    412: PreconditionFailed,
+}
+
+
+def error_for_status(method, path, status, body):
+    """The exception for an HTTP error status, with CouchDB's own error and reason."""
+    error = reason = None
+    if isinstance(body, dict):
+        error, reason = body.get("error"), body.get("reason")
+    elif body:
+        reason = str(body)[:200]
+    cls = _ERRORS_BY_STATUS.get(status, ServerError if status >= 500 else CouchDBError)
+    return cls(method, path, status=status, error=error, reason=reason)
+
+
+# --- URLs and credentials -----------------------------------------------------
+
+
+def quote_segment(value):
+    """One path segment: database names may contain '/', which CouchDB wants as %2F."""
+    return quote(value, safe="")
+
+
+def strip_userinfo(url):
+    """The URL without user and password, for output and comparison."""
+    if not isinstance(url, str):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = "[%s]" % host
+    if parts.port is not None:
+        host += ":%d" % parts.port
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def url_username(url):
+    try:
+        return urlsplit(url).username
+    except (TypeError, ValueError):
+        return None
+
+
+def with_userinfo(url, user, password):
+    """The URL with user and password, for servers that only read credentials there."""
+    parts = urlsplit(url)
+    userinfo = quote(user, safe="")
+    if password is not None:
+        userinfo += ":" + quote(password, safe="")
+    return urlunsplit((parts.scheme, userinfo + "@" + parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+def check_plain_url(url):
+    """Why a server or endpoint URL cannot be used, or None. The reason never repeats the URL."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "cannot be parsed"
+    if parts.scheme not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    if not parts.hostname:
+        return "has no host"
+    if parts.username is not None or parts.password is not None:
+        return "must not contain credentials (use the *_user and *_password options)"
+    return None
+
+
+# --- client -------------------------------------------------------------------
+
+
+class CouchDBClient:
+    """JSON over HTTP to one CouchDB (or CouchDB-compatible) server."""
+
+    def __init__(self, url, user=None, password=None, timeout=10, validate_certs=True):
+        self.base_url = url.rstrip("/")
+        self.user = user
+        self.password = password
+        self.timeout = timeout
+        self.validate_certs = validate_certs
+        self._server_info = None
+
+    def request(self, method, path, body=None, query=None):
+        """(status, decoded body) of a request; raises CouchDBError on 4xx/5xx or no answer."""
+        url = self.base_url + path
+        if query:
+            url += "?" + "&".join("%s=%s" % (key, quote(str(value), safe="")) for key, value in query.items())
+        data = None if body is None else json.dumps(body)
+        # pouchdb-server answers text/plain unless JSON is asked for.
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        try:
+            response = open_url(
+                url,
+                data=data,
+                headers=headers,
+                method=method,
+                timeout=self.timeout,
+                validate_certs=self.validate_certs,
+                url_username=self.user,
+                url_password=self.password,
+                force_basic_auth=self.user is not None,
+                follow_redirects="none",
+                use_netrc=False,
+            )
+            status = response.getcode()
+            raw = response.read()
+        except HTTPError as exc:
+            raw = exc.read() if exc.fp is not None else b""
+            raise error_for_status(method, path, exc.code, _decode(raw)) from None
+        except URLError as exc:
+            raise ConnectionFailed(method, path, reason=str(exc.reason)) from None
+        except (OSError, ValueError) as exc:
+            raise ConnectionFailed(method, path, reason=str(exc)) from None
+        return status, _decode(raw)
+
+    def get(self, path, query=None):
+        return self.request("GET", path, query=query)[1]
+
+    def get_or_none(self, path, query=None):
+        """The body, or None where the server answers 404 (absent)."""
+        try:
+            return self.get(path, query=query)
+        except NotFound:
+            return None
+
+    def put(self, path, body=None, query=None):
+        return self.request("PUT", path, body=body, query=query)[1]
+
+    def post(self, path, body=None, query=None):
+        return self.request("POST", path, body=body, query=query)[1]
+
+    def delete(self, path, query=None):
+        return self.request("DELETE", path, query=query)[1]
+
+    # --- the server -------------------------------------------------------------
+
+    @property
+    def server_info(self):
+        if self._server_info is None:
+            info = self.get("/")
+            self._server_info = info if isinstance(info, dict) else {}
+        return self._server_info
+
+    @property
+    def flavour(self):
+        return detect_flavour(self.server_info)
+
+    @property
+    def version(self):
+        return parse_version(self.server_info.get("version"))
+
+
+def _decode(raw):
+    if not raw:
+        return None
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def detect_flavour(info):
+    """CouchDB says {"couchdb": "Welcome"}; pouchdb-server says {"express-pouchdb": "Welcome!"}."""
+    if isinstance(info, dict) and "express-pouchdb" in info:
+        return FLAVOUR_POUCHDB
+    return FLAVOUR_COUCHDB
+
+
+def parse_version(text):
+    parts = []
+    for piece in str(text or "").split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts) or (0,)
+
+
+# --- comparison ---------------------------------------------------------------
+
+
+def deep_sorted(value):
+    """A copy where dict keys are ordered, for stable output and comparison."""
+    if isinstance(value, dict):
+        return {key: deep_sorted(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [deep_sorted(item) for item in value]
+    return value
+
+
+def differences(before, after, prefix=""):
+    """Dotted names of the keys whose values differ, like community.docker's DifferenceTracker."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        names = []
+        for key in sorted(set(before) | set(after)):
+            names.extend(differences(before.get(key), after.get(key), prefix + key + "."))
+        return names
+    if before != after:
+        return [prefix.rstrip(".") or "(value)"]
+    return []
+
+
+def poll(read, done, timeout, interval=0.5):
+    """Call read() until done(value) is true or timeout seconds passed; returns (value, done)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value, True
+        if time.monotonic() >= deadline:
+            return value, False
+        time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+
+# --- the module cycle ---------------------------------------------------------
+
+
+class CouchDBModule:
+    """read -> normalise -> compare -> act, specialised by each module.
+
+    A subclass says how to read the current object (None when absent), how to turn
+    it and the task's options into comparable dicts, and how to create, update and
+    delete. execute() does the rest: check mode, diff, and the result.
+    """
+
+    result_key = "object"
+
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        reason = check_plain_url(self.params["url"])
+        if reason:
+            raise ValueError("The url option %s." % reason)
+        self.client = CouchDBClient(
+            self.params["url"],
+            user=self.params.get("user"),
+            password=self.params.get("password"),
+            timeout=self.params["timeout"],
+            validate_certs=self.params["validate_certs"],
+        )
+
+    # --- what a module specialises -----------------------------------------------
+
+    def read(self):
+        """The current object as the server has it, or None when it is absent."""
+        raise NotImplementedError
+
+    def normalise(self, current):
+        """The comparable form of the current object: no server-managed field, no credential."""
+        raise NotImplementedError
+
+    def desired(self, current):
+        """The comparable form of what the task asks for (current may help, e.g. a salt)."""
+        raise NotImplementedError
+
+    def create(self, desired):
+        raise NotImplementedError
+
+    def update(self, current, desired):
+        raise NotImplementedError
+
+    def delete(self, current):
+        raise NotImplementedError
+
+    def public(self, normalised):
+        """What results and diffs show of a normalised object."""
+        return normalised
+
+    def needs_update(self, before, after):
+        return before != after
+
+    def after_act(self, operation, result):
+        """Work after the write (or in its place when nothing changed): waits, extra keys."""
+
+    # --- the cycle ------------------------------------------------------------------
+
+    def execute(self):
+        current = self.read()
+        before = None if current is None else self.normalise(current)
+        operation = None
+        after = None
+        if self.params["state"] == STATE_PRESENT:
+            after = self.desired(current)
+            if current is None:
+                operation = OPERATION_CREATE
+            elif self.needs_update(before, after):
+                operation = OPERATION_UPDATE
+        elif current is not None:
+            operation = OPERATION_DELETE
+
+        if operation and not self.module.check_mode:
+            if operation == OPERATION_CREATE:
+                self.create(after)
+            elif operation == OPERATION_UPDATE:
+                self.update(current, after)
+            else:
+                self.delete(current)
+
+        result = dict(changed=operation is not None)
+        if operation:
+            result["operation"] = operation
+        if operation == OPERATION_UPDATE:
+            # Names only, from the comparable forms: a changed password shows as "credentials".
+            result["differences"] = differences(before, after)
+        result[self.result_key] = None if after is None else deep_sorted(self.public(after))
+        if self.module._diff:
+            result["diff"] = dict(
+                before=deep_sorted(self.public(before)) if before is not None else {},
+                after=deep_sorted(self.public(after)) if after is not None else {},
+            )
+        self.after_act(operation, result)
+        return result
+
+
+def run_module(module, module_class):
+    """main() of every couchdb_* module: one fail_json for every error."""
+    try:
+        result = module_class(module).execute()
+    except CouchDBError as exc:
+        module.fail_json(
+            msg=str(exc),
+            status=exc.status,
+            couchdb_error=exc.error,
+            couchdb_reason=exc.reason,
+            exception=traceback.format_exc(),
+        )
+    except ValueError as exc:
+        module.fail_json(msg=str(exc), exception=traceback.format_exc())
+    module.exit_json(**result)
+
+
+# --- replications (couchdb_replication and couchdb_replication_info) --------------
+
+# States a replication ends up in on its own that need an operator: CouchDB 3's scheduler
+# says crashing (retrying with back-off), failed (the document is unusable) or error;
+# pouchdb-server writes "error" into the document.
+FAILED_STATES = ("crashing", "failed", "error")
+# CouchDB 3: running, or completed for a one-off replication; pouchdb-server: triggered.
+HEALTHY_STATES = ("running", "completed", "triggered")
+
+
+def endpoint_url(endpoint):
+    """The URL of a replication endpoint, a string or {"url": ...}, without credentials."""
+    if isinstance(endpoint, dict):
+        endpoint = endpoint.get("url")
+    return strip_userinfo(endpoint) if isinstance(endpoint, str) else None
+
+
+def scheduler_reason(info):
+    """CouchDB 3 puts a job's last error in info.error (a string), or info is the string."""
+    if isinstance(info, dict):
+        return info.get("error")
+    if isinstance(info, str):
+        return info
+    return None
+
+
+def read_replications(client, replicator_db="_replicator"):
+    """[{id, source, target, state, reason}] of every replication document of a server.
+
+    CouchDB 3 keeps the state in its scheduler; pouchdb-server has no /_scheduler and writes
+    _replication_state into the document itself.
+    """
+    db_path = "/" + quote_segment(replicator_db)
+    replications = []
+    if client.flavour == FLAVOUR_COUCHDB:
+        listing = client.get("/_scheduler/docs" + db_path) or {}
+        for job in listing.get("docs", []):
+            replications.append(
+                dict(
+                    id=job.get("doc_id"),
+                    source=endpoint_url(job.get("source")),
+                    target=endpoint_url(job.get("target")),
+                    state=job.get("state"),
+                    reason=scheduler_reason(job.get("info")),
+                )
+            )
+    else:
+        listing = client.get(db_path + "/_all_docs", query={"include_docs": "true"}) or {}
+        for row in listing.get("rows", []):
+            doc = row.get("doc") or {}
+            if row.get("id", "").startswith("_design/"):
+                continue
+            replications.append(
+                dict(
+                    id=row.get("id"),
+                    source=endpoint_url(doc.get("source")),
+                    target=endpoint_url(doc.get("target")),
+                    state=doc.get("_replication_state"),
+                    reason=doc.get("_replication_state_reason"),
+                )
+            )
+    for replication in replications:
+        replication["healthy"] = replication["state"] in HEALTHY_STATES
+    return sorted(replications, key=lambda item: item["id"] or "")
