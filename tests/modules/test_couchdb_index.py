@@ -1,0 +1,123 @@
+"""couchdb_index against a real pouchdb-server: check mode, create, rerun, replace, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.modules.helpers import Ansible
+from tests.support.pouchdb import PouchServer, http_json
+
+FIELDS = ["recipientId", "timestamp"]
+# How the server lists them.
+FIELDS_ASC = [{"recipientId": "asc"}, {"timestamp": "asc"}]
+MESSAGES_ONLY = {"type": "message"}
+
+
+def index_task(task_name: str, server: PouchServer, db: str, check_mode=None, **options) -> dict:
+    args = {"url": server.url, "database": db, "ddoc": "kuno", "name": "recipient-timestamp"}
+    task: dict[str, Any] = {"name": task_name, "couchdb_index": {**args, **options}}
+    if check_mode is not None:
+        task["check_mode"] = check_mode
+    return task
+
+
+def indexes(server: PouchServer, db: str) -> dict[str, dict]:
+    status, body = http_json("GET", server.db_url(db) + "/_index")
+    assert status == 200, body
+    return {f"{i['ddoc']}/{i['name']}": i["def"] for i in body["indexes"] if i["type"] == "json"}
+
+
+def test_index_lifecycle(ansible: Ansible, one: PouchServer, name: str):
+    one.create_db(name)
+    key = "_design/kuno/recipient-timestamp"
+
+    run = ansible.run(
+        [index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY)],
+        check=True,
+        diff=True,
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["changed"] is True
+    assert run["create"]["index"]["ddoc"] == "_design/kuno"
+    assert run["create"]["diff"]["before"] == {}
+    assert indexes(one, name) == {}
+
+    run = ansible.run(
+        [
+            index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY),
+            index_task(
+                "rerun with the ddoc prefix",
+                one,
+                name,
+                ddoc="_design/kuno",
+                fields=FIELDS,
+                partial_filter_selector=MESSAGES_ONLY,
+            ),
+            index_task(
+                "other fields, check mode", one, name, fields=["recipientId"], check_mode=True
+            ),
+        ],
+        diff=True,
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["changed"] is True
+    assert run["rerun with the ddoc prefix"]["changed"] is False
+    assert run["other fields, check mode"]["changed"] is True
+    assert run["other fields, check mode"]["differences"] == ["fields", "partial_filter_selector"]
+    assert indexes(one, name) == {
+        key: {"fields": FIELDS_ASC, "partial_filter_selector": MESSAGES_ONLY}
+    }
+
+    run = ansible.run(
+        [
+            index_task("other fields", one, name, fields=["recipientId"]),
+            index_task("other fields again", one, name, fields=["recipientId"]),
+            index_task("delete, check mode", one, name, state="absent", check_mode=True),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["other fields"]["changed"] is True
+    assert run["other fields again"]["changed"] is False
+    assert run["delete, check mode"]["changed"] is True
+    assert indexes(one, name) == {key: {"fields": [{"recipientId": "asc"}]}}
+
+    run = ansible.run(
+        [
+            index_task("delete", one, name, state="absent"),
+            index_task("delete again", one, name, state="absent"),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["delete"]["changed"] is True
+    assert run["delete again"]["changed"] is False
+    assert indexes(one, name) == {}
+
+
+def test_the_index_serves_a_sorted_query(ansible: Ansible, one: PouchServer, name: str):
+    """What the standard node relies on: a find sorted on both fields uses the index."""
+    one.create_db(name)
+    for number, (recipient, timestamp) in enumerate([("bob", 3), ("bob", 1), ("eve", 2)]):
+        doc = {"type": "message", "recipientId": recipient, "timestamp": timestamp}
+        assert http_json("PUT", f"{one.db_url(name)}/m{number}", doc)[0] == 201
+
+    run = ansible.run(
+        [index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY)]
+    )
+    assert run.returncode == 0, run.output
+
+    status, found = http_json(
+        "POST",
+        one.db_url(name) + "/_find",
+        {
+            "selector": {"type": "message", "recipientId": "bob", "timestamp": {"$gt": 0}},
+            "sort": [{"recipientId": "asc"}, {"timestamp": "asc"}],
+            "use_index": ["kuno", "recipient-timestamp"],
+        },
+    )
+    assert status == 200, found
+    assert [doc["timestamp"] for doc in found["docs"]] == [1, 3]
+    assert "warning" not in found
