@@ -105,23 +105,21 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _prepare_users(app: web.Application) -> AsyncIterator[None]:
-    """Create the users database on every CouchDB, retrying the ones that are away."""
-    task = asyncio.create_task(_keep_preparing(app[keys.USERS]), name="prepare-users")
+    """Create the users database on every CouchDB; retry the ones away in the background."""
+    users = app[keys.USERS]
+    missing = await users.prepare()
+    task = asyncio.create_task(_keep_preparing(users, missing), name="prepare-users")
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
 
 
-async def _keep_preparing(users: UserDirectory) -> None:
-    while True:
-        missing = await users.prepare()
-        if not missing:
-            return
-        log.warning(
-            "users database not ready on some servers; will retry", extra={"servers": missing}
-        )
+async def _keep_preparing(users: UserDirectory, missing: list[str]) -> None:
+    while missing:
+        log.warning("users database not ready; will retry", extra={"servers": missing})
         await asyncio.sleep(PREPARE_RETRY_SECONDS)
+        missing = await users.prepare()
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -172,7 +172,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         heartbeat=settings.heartbeat,
         compress=False,  # ciphertext does not compress
         max_msg_size=settings.max_ciphertext_bytes * 4 // 3 + FRAME_OVERHEAD,
-        timeout=5.0,
+        # Seconds a server-side close waits for the client's reply; during shutdown aiohttp
+        # drops incoming data, so every 1001 close waits this long.
+        timeout=1.0,
     )
     await socket.prepare(request)
     if identity is None:

@@ -1,0 +1,78 @@
+"""Master fixtures: the app on one real pouchdb-server, storage nodes when a test needs them."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from kuno.master.app import create_app
+from kuno.master.config import MasterSettings
+from tests.e2e.cluster import master_settings
+from tests.support.pouchdb import PouchServer
+
+PASSWORD = "correct horse battery"
+MasterFactory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture(scope="session")
+def private_key_file(
+    tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[bytes, bytes]
+) -> Path:
+    path = tmp_path_factory.mktemp("master-key") / "token-private.pem"
+    path.write_bytes(key_pair[0])
+    return path
+
+
+@pytest.fixture
+def make_master_settings(
+    couchdb: PouchServer, database: str, private_key_file: Path
+) -> Callable[..., MasterSettings]:
+    """Settings on the session's first server, with a users database of this test's own."""
+
+    def make(**overrides: Any) -> MasterSettings:
+        values: dict[str, Any] = {"storage_enabled": False}
+        values.update(overrides)
+        nodes = values.pop("standard_node_urls", [])
+        return master_settings(
+            [couchdb.url], nodes, f"users_{database}", private_key_file, **values
+        )
+
+    return make
+
+
+@pytest.fixture
+def start_master(
+    aiohttp_client: Any, make_master_settings: Callable[..., MasterSettings]
+) -> MasterFactory:
+    async def start(**overrides: Any) -> TestClient:
+        return await aiohttp_client(create_app(make_master_settings(**overrides)))
+
+    return start
+
+
+@pytest.fixture
+async def master(start_master: MasterFactory) -> TestClient:
+    """A master without storage: accounts and WebSocket checks need no node."""
+    return await start_master()
+
+
+async def register(master: TestClient, username: str, public_key: str | None = None) -> str:
+    """Register and log in; returns the token."""
+    from kuno.client.crypto import KeyPair
+
+    key = public_key or KeyPair.generate().public_b64
+    response = await master.post(
+        "/api/register", json={"username": username, "password": PASSWORD, "publicKey": key}
+    )
+    assert response.status == 201, await response.text()
+    response = await master.post("/api/login", json={"username": username, "password": PASSWORD})
+    assert response.status == 200, await response.text()
+    return (await response.json())["token"]
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,197 @@
+"""Fan-out to real standard nodes: parallel, bounded per node, acked after it settles."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kuno.master.app import create_app
+from kuno.standard.app import create_app as create_standard
+from tests.e2e.cluster import BlackHole, RunningApp, standard_settings
+from tests.master.conftest import PASSWORD, bearer
+from tests.master.test_websocket import send_frame
+from tests.support.pouchdb import PouchServer, free_port, http_json
+
+Starter = Callable[..., Awaitable[RunningApp]]
+
+
+@pytest.fixture
+async def nodes(
+    couchdb_cluster: list[PouchServer], database: str, public_key_file: Path
+) -> AsyncIterator[list[RunningApp]]:
+    """Two real standard nodes, each on its own server."""
+    running = []
+    for index, server in enumerate(couchdb_cluster[:2]):
+        settings = standard_settings(server, f"node{index + 1}", database, public_key_file)
+        running.append(await RunningApp().start(create_standard(settings)))
+    yield running
+    for node in running:
+        await node.stop()
+
+
+@pytest.fixture
+async def black_holes() -> AsyncIterator[list[BlackHole]]:
+    holes = [await BlackHole().start() for _ in range(2)]
+    yield holes
+    for hole in holes:
+        await hole.stop()
+
+
+@pytest.fixture
+async def start_master(make_master_settings: Any) -> AsyncIterator[Starter]:
+    started: list[RunningApp] = []
+
+    async def start(**overrides: Any) -> RunningApp:
+        master = await RunningApp().start(create_app(make_master_settings(**overrides)))
+        started.append(master)
+        return master
+
+    yield start
+    for master in started:
+        await master.stop()
+
+
+async def account(session: aiohttp.ClientSession, master: RunningApp, username: str) -> str:
+    from kuno.client.crypto import KeyPair
+
+    body = {"username": username, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
+    async with session.post(f"{master.url}/api/register", json=body) as response:
+        assert response.status == 201, await response.text()
+    async with session.post(f"{master.url}/api/login", json=body) as response:
+        return (await response.json())["token"]
+
+
+async def open_socket(
+    session: aiohttp.ClientSession, master: RunningApp, token: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(f"{master.url}/ws", headers=bearer(token))
+    assert (await ws.receive_json(timeout=5))["type"] == "ready"
+    return ws
+
+
+async def test_hung_nodes_cost_one_timeout_in_parallel_and_the_ack_counts_the_rest(
+    start_master: Starter, nodes: list[RunningApp], black_holes: list[BlackHole], database: str
+) -> None:
+    urls = [nodes[0].url, black_holes[0].url, nodes[1].url, black_holes[1].url]
+    master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
+    async with aiohttp.ClientSession() as session:
+        alice = await account(session, master, "alice")
+        await account(session, master, "bob")
+        ws = await open_socket(session, master, alice)
+        frame = send_frame("bob")
+        started = time.monotonic()
+        await ws.send_json(frame)
+        ack = await ws.receive_json(timeout=10)
+        elapsed = time.monotonic() - started
+    assert ack == {"type": "ack", "id": frame["id"], "delivered": False, "stored": 2, "nodes": 4}
+    # Acked after the hung nodes' timeout, and only one timeout: they were asked in parallel.
+    assert 0.9 <= elapsed < 1.8
+
+
+async def test_shutdown_acks_the_fan_out_in_flight_then_closes_with_1001(
+    start_master: Starter, nodes: list[RunningApp], black_holes: list[BlackHole]
+) -> None:
+    urls = [nodes[0].url, black_holes[0].url]
+    master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
+    async with aiohttp.ClientSession() as session:
+        alice = await account(session, master, "alice")
+        await account(session, master, "bob")
+        ws = await open_socket(session, master, alice)
+        in_flight = send_frame("bob")
+        started = time.monotonic()
+        await ws.send_json(in_flight)
+        await asyncio.sleep(0.2)
+        stopping = asyncio.create_task(master.stop())
+        ack = await ws.receive_json(timeout=5)
+        acked_after = time.monotonic() - started
+        closing = await ws.receive(timeout=5)
+        await stopping
+    # The hung node's timeout passed before the ack; the socket closed after it.
+    assert acked_after >= 0.9
+    assert ack == {
+        "type": "ack",
+        "id": in_flight["id"],
+        "delivered": False,
+        "stored": 1,
+        "nodes": 2,
+    }
+    assert closing.type == aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_health_reports_couchdb_and_each_node(
+    start_master: Starter, nodes: list[RunningApp]
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with aiohttp.ClientSession() as session:
+        master = await start_master(
+            storage_enabled=True, standard_node_urls=[nodes[0].url, nodes[1].url]
+        )
+        async with session.get(f"{master.url}/health") as response:
+            healthy = await response.json()
+        assert response.status == 200
+        master = await start_master(storage_enabled=True, standard_node_urls=[nodes[0].url, dead])
+        async with session.get(f"{master.url}/health") as response:
+            degraded = await response.json()
+        assert response.status == 200
+        master = await start_master(storage_enabled=True, standard_node_urls=[dead])
+        async with session.get(f"{master.url}/health") as response:
+            down = await response.json()
+        assert response.status == 503
+    assert healthy["status"] == "ok"
+    assert healthy["storage"] == "enabled"
+    assert [c["reachable"] for c in healthy["couchdb"]] == [True]
+    assert [n["url"] for n in healthy["standardNodes"]] == [nodes[0].url, nodes[1].url]
+    assert [n["status"] for n in healthy["standardNodes"]] == ["ok", "ok"]
+    assert degraded["status"] == "degraded"
+    assert [n["reachable"] for n in degraded["standardNodes"]] == [True, False]
+    assert down["status"] == "down"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def test_metrics_count_routing_storage_per_node_latency_and_errors(
+    start_master: Starter,
+    nodes: list[RunningApp],
+    couchdb_cluster: list[PouchServer],
+    database: str,
+) -> None:
+    urls = [nodes[0].url, nodes[1].url]
+    master = await start_master(storage_enabled=True, standard_node_urls=urls)
+    async with aiohttp.ClientSession() as session:
+        alice = await account(session, master, "alice")
+        bob = await account(session, master, "bob")
+        bob_ws = await open_socket(session, master, bob)
+        ws = await open_socket(session, master, alice)
+        frame = send_frame("bob")
+        await ws.send_json(frame)
+        assert (await ws.receive_json(timeout=5))["stored"] == 2
+        assert (await bob_ws.receive_json(timeout=5))["id"] == frame["id"]
+        await ws.send_str("nonsense")
+        assert (await ws.receive_json(timeout=5))["type"] == "error"
+        async with session.get(f"{master.url}/metrics") as response:
+            assert response.status == 200
+            metrics = samples(await response.text())
+    for server in couchdb_cluster[:2]:
+        assert http_json("GET", f"{server.db_url(database)}/{frame['id']}")[0] == 200
+    assert metrics[("kuno_master_messages_routed_total", ())] == 1
+    assert metrics[("kuno_master_messages_delivered_online_total", ())] == 1
+    for url in urls:
+        stored = ("kuno_master_node_stores_total", (("node", url), ("outcome", "stored")))
+        assert metrics[stored] == 1
+    assert metrics[("kuno_master_fanout_seconds_count", ())] == 1
+    assert metrics[("kuno_master_frame_errors_total", (("kind", "invalid_frame"),))] == 1
+    assert metrics[("kuno_master_websockets", ())] == 2
