@@ -1,0 +1,23 @@
+// Like the official couchdb image: COUCHDB_USER / COUCHDB_PASSWORD become the server
+// admin on first start (pouchdb-server hashes a clear-text admin password it finds in
+// its config file), then pouchdb-server runs in the foreground on port 5984.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+
+const dataDir = process.cwd();
+const configFile = path.join(dataDir, 'config.json');
+const config = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) : {};
+const user = process.env.COUCHDB_USER;
+const password = process.env.COUCHDB_PASSWORD;
+if (user && password && !(config.admins && config.admins[user])) {
+  config.admins = Object.assign({}, config.admins, { [user]: password });
+}
+config.log = Object.assign({ file: path.join(dataDir, 'log.txt') }, config.log);
+fs.writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
+
+process.argv = [process.argv[0], 'pouchdb-server',
+  '--host', '0.0.0.0', '--port', '5984',
+  '--dir', path.join(dataDir, 'db'), '--config', configFile];
+fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
+require('/opt/pouchdb-server/node_modules/pouchdb-server/bin/pouchdb-server');
