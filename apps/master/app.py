@@ -100,6 +100,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             settings.message_ttl_ms,
             settings.max_ciphertext_bytes,
             app[keys.ROUTING_METRICS],
+            delivery_timeout=settings.store_timeout,
         )
         yield
 

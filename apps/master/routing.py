@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -30,8 +31,9 @@ from kuno.standard.messages import MAX_NONCE_BYTES, Message, UserId, canonical_u
 
 log = logging.getLogger("kuno.master.routing")
 
-# Recently routed messages kept so a resend gets the identical document and no second delivery.
-RECENT_MESSAGES = 50_000
+# Messages remembered so a resend gets the identical document and no second delivery
+# (about 200 bytes each: no ciphertext).
+RECENT_MESSAGES = 100_000
 # Tokens the master mints for a recipient's deletes live this long.
 DELETE_TOKEN_TTL = 120.0
 
@@ -142,21 +144,41 @@ class Outcome:
     nodes: int
 
 
+def content_digest(frame: SendFrame) -> bytes:
+    return hashlib.sha256(f"{frame.ciphertext}\0{frame.nonce}".encode()).digest()
+
+
 @dataclass
 class Routed:
-    """A message the master has routed: its one document, and whether it reached a socket."""
+    """What the master remembers of a routed message: enough to rebuild its one document
+    for a resend, without keeping the ciphertext, and whether it reached a socket."""
 
-    document: dict[str, Any]
+    sender: str
+    recipient: str
+    digest: bytes
+    timestamp: int
+    expires_at: int
     delivered: bool = False
 
     def same_content(self, sender: str, frame: SendFrame) -> bool:
-        doc = self.document
-        return (doc["senderId"], doc["recipientId"], doc["ciphertext"], doc["nonce"]) == (
+        return (self.sender, self.recipient, self.digest) == (
             sender,
             frame.to,
-            frame.ciphertext,
-            frame.nonce,
+            content_digest(frame),
         )
+
+    def document(self, frame: SendFrame) -> dict[str, Any]:
+        """The document every node gets: identical bytes for the first send and each resend."""
+        message = Message(
+            id=frame.id,
+            senderId=self.sender,
+            recipientId=self.recipient,
+            ciphertext=frame.ciphertext,
+            nonce=frame.nonce,
+            timestamp=self.timestamp,
+            expiresAt=self.expires_at,
+        )
+        return message.model_dump()
 
 
 @dataclass(eq=False)
@@ -187,6 +209,7 @@ class Router:
         ttl_ms: int,
         max_ciphertext_bytes: int,
         metrics: RoutingMetrics,
+        delivery_timeout: float = 2.0,
     ) -> None:
         self.users = users
         self.nodes = nodes  # None: storage disabled
@@ -194,6 +217,7 @@ class Router:
         self.ttl_ms = ttl_ms
         self.max_ciphertext_bytes = max_ciphertext_bytes
         self.metrics = metrics
+        self.delivery_timeout = delivery_timeout
         self.connections: dict[str, set[Connection]] = {}
         self.closing = False
         self._inflight: dict[str, asyncio.Task[Outcome]] = {}
@@ -278,8 +302,12 @@ class Router:
             raise FrameError("id_reused", "this id belongs to another message", frame.id)
         if inflight is None:
             if routed is None:
-                routed = Routed(self._document(sender, frame))
-            inflight = asyncio.create_task(self._deliver_and_store(routed))
+                # The only place timestamp and expiresAt are set, once per message id.
+                timestamp = int(time.time() * 1000)
+                routed = Routed(
+                    sender, frame.to, content_digest(frame), timestamp, timestamp + self.ttl_ms
+                )
+            inflight = asyncio.create_task(self._deliver_and_store(routed, routed.document(frame)))
             self._inflight[frame.id] = inflight
             inflight.add_done_callback(lambda _: self._inflight.pop(frame.id, None))
             self._remember(frame.id, routed)
@@ -294,28 +322,13 @@ class Router:
 
     # --- internals ----------------------------------------------------------
 
-    def _document(self, sender: str, frame: SendFrame) -> dict[str, Any]:
-        # The only place timestamp and expiresAt are set: every node gets these bytes.
-        timestamp = int(time.time() * 1000)
-        message = Message(
-            id=frame.id,
-            senderId=sender,
-            recipientId=frame.to,
-            ciphertext=frame.ciphertext,
-            nonce=frame.nonce,
-            timestamp=timestamp,
-            expiresAt=timestamp + self.ttl_ms,
-        )
-        return message.model_dump()
-
     def _remember(self, message_id: str, routed: Routed) -> None:
         self._recent[message_id] = routed
         self._recent.move_to_end(message_id)
         while len(self._recent) > RECENT_MESSAGES:
             self._recent.popitem(last=False)
 
-    async def _deliver_and_store(self, routed: Routed) -> Outcome:
-        document = routed.document
+    async def _deliver_and_store(self, routed: Routed, document: dict[str, Any]) -> Outcome:
         if self.nodes is None:
             routed.delivered = routed.delivered or await self._deliver(document)
             return Outcome(routed.delivered, 0, 0)
@@ -343,11 +356,20 @@ class Router:
             "nonce": document["nonce"],
             "timestamp": document["timestamp"],
         }
-        sent = await asyncio.gather(*(connection.send(frame) for connection in sockets))
+        sent = await asyncio.gather(*(self._push(connection, frame) for connection in sockets))
         delivered = any(sent)
         if delivered:
             self.metrics.delivered.inc()
         return delivered
+
+    async def _push(self, connection: Connection, frame: dict[str, Any]) -> bool:
+        # A recipient that does not read must not hold up the sender's ack.
+        try:
+            async with asyncio.timeout(self.delivery_timeout):
+                return await connection.send(frame)
+        except TimeoutError:
+            log.warning("recipient socket too slow", extra={"user": connection.user})
+            return False
 
     async def _delete(self, recipient: str, message_id: str) -> None:
         inflight = self._inflight.get(message_id)

@@ -196,3 +196,35 @@ async def test_metrics_count_routing_storage_per_node_latency_and_errors(
     assert metrics[("kuno_master_fanout_seconds_count", ())] == 1
     assert metrics[("kuno_master_frame_errors_total", (("kind", "invalid_frame"),))] == 1
     assert metrics[("kuno_master_websockets", ())] == 2
+
+
+async def test_a_resend_stores_the_identical_document_with_the_first_timestamp(
+    start_master: Starter,
+    nodes: list[RunningApp],
+    couchdb_cluster: list[PouchServer],
+    database: str,
+    public_key_file: Path,
+) -> None:
+    # The two nodes' databases are not replicated: each copy comes from the master alone.
+    urls = [nodes[0].url, nodes[1].url]
+    master = await start_master(storage_enabled=True, standard_node_urls=urls)
+    async with aiohttp.ClientSession() as session:
+        alice = await account(session, master, "alice")
+        await account(session, master, "bob")
+        ws = await open_socket(session, master, alice)
+        await nodes[1].stop()
+        frame = send_frame("bob")
+        await ws.send_json(frame)
+        assert (await ws.receive_json(timeout=5))["stored"] == 1
+        await asyncio.sleep(0.05)  # a later clock: a new timestamp would differ
+        settings = standard_settings(couchdb_cluster[1], "node2", database, public_key_file)
+        await nodes[1].start(create_standard(settings))
+        await ws.send_json(frame)
+        assert (await ws.receive_json(timeout=5))["stored"] == 2
+    copies = [
+        http_json("GET", f"{server.db_url(database)}/{frame['id']}?conflicts=true")[1]
+        for server in couchdb_cluster[:2]
+    ]
+    assert copies[0] == copies[1]  # same timestamp, expiresAt and so the same revision
+    assert copies[0]["_rev"].startswith("1-")
+    assert copies[0]["expiresAt"] - copies[0]["timestamp"] == 30 * 24 * 3600 * 1000
