@@ -383,6 +383,9 @@ class CouchDBModule:
     def needs_update(self, before, after):
         return before != after
 
+    def preflight(self, operation, current):
+        """Refuse an operation before anything is written, in check mode too (it predicts)."""
+
     def after_act(self, operation, result):
         """Work after the write (or in its place when nothing changed): waits, extra keys."""
 
@@ -402,6 +405,8 @@ class CouchDBModule:
         elif current is not None:
             operation = OPERATION_DELETE
 
+        if operation:
+            self.preflight(operation, current)
         if operation and not self.module.check_mode:
             if operation == OPERATION_CREATE:
                 self.create(after)

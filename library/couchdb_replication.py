@@ -1,0 +1,685 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, the kuno authors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: couchdb_replication
+short_description: Manage one CouchDB replication as a _replicator document with a fixed id
+description:
+  - Makes sure the C(_replicator) document O(id) describes a replication from O(source) to
+    O(target), or does not exist.
+  - The document is written with C(PUT) to its fixed id and updated by read, compare, write
+    with its C(_rev); never C(POST)ed, because CouchDB 3 marks duplicate replication documents
+    C(failed).
+  - Credentials go where the server reads them. Apache CouchDB 3.2 and later get them in the
+    endpoint's C(auth) object; pouchdb-server and older CouchDB only read them from the URL.
+    The flavour comes from the server's C(GET /).
+  - "CouchDB hides credentials when a replication document is read back, so the document also
+    carries C(ansible_credentials_digest), a salted PBKDF2 digest of the user names and
+    passwords: a rerun with the same credentials reports no change, a new password updates the
+    document."
+  - O(wait) polls until the replication runs (CouchDB 3 C(/_scheduler/docs); pouchdb-server
+    C(_replication_state)) and fails with the server's reason when it is C(crashing),
+    C(failed) or C(error).
+author:
+  - kuno authors
+attributes:
+  check_mode:
+    support: full
+    description: Reports what would change and writes nothing; O(wait) is skipped.
+  diff_mode:
+    support: full
+    description: Shows the replication before and after, credentials redacted.
+options:
+  url:
+    description: Base URL of the server that holds the C(_replicator) database, without credentials.
+    type: str
+    required: true
+  user:
+    description: User name for HTTP basic authentication to O(url).
+    type: str
+  password:
+    description: Password of O(user). Never logged or returned.
+    type: str
+  timeout:
+    description: Seconds to wait for each HTTP request.
+    type: float
+    default: 10
+  validate_certs:
+    description: Verify the server's TLS certificate.
+    type: bool
+    default: true
+  id:
+    description: The C(_id) of the replication document.
+    type: str
+    required: true
+  replicator_db:
+    description: The replicator database.
+    type: str
+    default: _replicator
+  source:
+    description:
+      - Full URL of the source database without credentials, for example
+        V(http://couchdb-2:5984/messages). CouchDB 3 has no local endpoints.
+      - Required when O(state=present).
+    type: str
+  target:
+    description:
+      - Full URL of the target database without credentials.
+      - Required when O(state=present).
+    type: str
+  source_user:
+    description: User name the replication uses at the source.
+    type: str
+  source_password:
+    description: Password of O(source_user). Never logged or returned.
+    type: str
+  target_user:
+    description: User name the replication uses at the target.
+    type: str
+  target_password:
+    description: Password of O(target_user). Never logged or returned.
+    type: str
+  continuous:
+    description: Keep replicating new changes.
+    type: bool
+    default: true
+  create_target:
+    description: Let the replication create the target database.
+    type: bool
+    default: false
+  selector:
+    description: A Mango selector; only matching documents are replicated.
+    type: dict
+  state:
+    description: Whether the replication document should exist.
+    type: str
+    choices: [present, absent]
+    default: present
+  restart:
+    description:
+      - Restart the replication even when its document is as wanted, for example after a long
+        partition when CouchDB's back-off for a crashing job has grown to hours. Always reports
+        a change on CouchDB.
+      - On CouchDB the document is deleted and written again, which starts a new job.
+      - On pouchdb-server a replication in state C(error) or C(completed) is started again by
+        rewriting its document. A running (C(triggered)) one is left alone with a warning;
+        pouchdb-server retries on its own with a back-off of at most 10 minutes, and it cannot
+        stop a running replication without its process exiting (see the notes).
+    type: bool
+    default: false
+  wait:
+    description:
+      - After the write, poll until the replication runs (or completed, when not continuous).
+      - Fails with the server's reason on C(crashing), C(failed) or C(error).
+      - pouchdb-server says C(triggered) as soon as it starts a replication, also one it then
+        retries in vain (an endpoint it cannot reach), so there C(triggered) is all O(wait) can
+        check.
+    type: bool
+    default: false
+  wait_timeout:
+    description: Seconds O(wait) waits, and the longest a removal waits for a one-off replication to finish.
+    type: float
+    default: 60
+  pouchdb_tolerates_rejections:
+    description:
+      - pouchdb-server only. Say that the server runs under C(node --unhandled-rejections=warn),
+        so that an unhandled promise rejection is logged instead of ending its process.
+      - Then the module deletes the document of a running replication to remove it, change it
+        (deleted and written again) or restart it, and writes a replication whose endpoint
+        refuses its credentials (the server marks it C(error), and O(wait) fails with its reason).
+      - Any other pouchdb-server process exits on either.
+    type: bool
+    default: false
+notes:
+  - "pouchdb-server 4.2 cannot stop a running continuous replication safely: it refuses any
+    edit of a C(triggered) document (HTTP 403, 'Only the replicator can edit replication
+    documents that are in the triggered state'), and when the document is deleted, its
+    replicator cancels the job, then reads the deleted document to record the state, and the
+    rejected read kills the node process (an unhandled promise rejection). A replication that
+    fails authentication kills the process the same way, and again at every start. So on
+    pouchdb-server this module refuses to update or remove a running continuous replication
+    (the task fails, nothing is written and the server keeps running), removes it once it is
+    C(error) or C(completed), and checks the endpoints' credentials before it writes a document.
+    Measured with pouchdb-server 4.2.0 on node 20."
+  - Run pouchdb-server under C(node --unhandled-rejections=warn) to make deletion of a running
+    replication and authentication failures survivable, and set O(pouchdb_tolerates_rejections).
+"""
+
+EXAMPLES = r"""
+- name: Pull messages from couchdb-2 into this node, and wait until it runs
+  couchdb_replication:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    id: messages-from-couchdb-2
+    source: http://couchdb-2:5984/messages
+    source_user: replicator
+    source_password: "{{ couchdb_replicator_password }}"
+    target: http://couchdb-1:5984/messages
+    target_user: replicator
+    target_password: "{{ couchdb_replicator_password }}"
+    wait: true
+
+- name: Restart it after a long partition
+  couchdb_replication:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    id: messages-from-couchdb-2
+    source: http://couchdb-2:5984/messages
+    target: http://couchdb-1:5984/messages
+    restart: true
+
+- name: Stop replicating from a node that left
+  couchdb_replication:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    id: messages-from-couchdb-4
+    state: absent
+"""
+
+RETURN = r"""
+replication:
+  description: The replication as the task leaves it (would leave it, in check mode); null when absent. No credential.
+  returned: always
+  type: dict
+  contains:
+    id:
+      description: The document id.
+      type: str
+      sample: messages-from-couchdb-2
+    source:
+      description: The source URL and where its credentials are (V(auth), V(url), V(headers) or null).
+      type: dict
+      sample: {url: "http://couchdb-2:5984/messages", credentials: auth}
+    target:
+      description: The target URL and where its credentials are.
+      type: dict
+      sample: {url: "http://couchdb-1:5984/messages", credentials: auth}
+    continuous:
+      description: Whether the replication is continuous.
+      type: bool
+      sample: true
+    create_target:
+      description: Whether the replication may create the target.
+      type: bool
+      sample: false
+    selector:
+      description: The selector, null when there is none.
+      type: dict
+      sample: null
+    credentials:
+      description: V(********) when the document carries credentials, null when not.
+      type: str
+      sample: "********"
+operation:
+  description: What the task did to the document (or would do in check mode).
+  returned: changed
+  type: str
+  sample: update
+differences:
+  description: Names of the values an update changed; V(credentials) when only a password did.
+  returned: when an existing document was updated
+  type: list
+  elements: str
+  sample: [selector]
+restarted:
+  description: Whether the replication was (or in check mode would be) restarted.
+  returned: when O(restart=true)
+  type: bool
+  sample: true
+flavour:
+  description: The server's flavour, V(couchdb) or V(pouchdb-server).
+  returned: always
+  type: str
+  sample: couchdb
+status:
+  description: The replication's state and the server's reason, as read at the end of the task.
+  returned: when O(wait=true) and not in check mode
+  type: dict
+  sample: {state: running, reason: null}
+diff:
+  description: The replication before and after, when Ansible runs with C(--diff).
+  returned: when diff mode is on
+  type: dict
+  contains:
+    before:
+      description: The replication before the task; empty when there was none.
+      type: dict
+    after:
+      description: The replication after the task; empty when it is removed.
+      type: dict
+"""
+
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import time
+from urllib.parse import quote
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.couchdb import (
+    FAILED_STATES,
+    FLAVOUR_COUCHDB,
+    FLAVOUR_POUCHDB,
+    REDACTED,
+    CouchDBClient,
+    CouchDBError,
+    CouchDBModule,
+    Forbidden,
+    Unauthorized,
+    check_plain_url,
+    couchdb_argument_spec,
+    poll,
+    quote_segment,
+    run_module,
+    scheduler_reason,
+    strip_userinfo,
+    with_userinfo,
+)
+
+DIGEST_FIELD = "ansible_credentials_digest"
+DIGEST_ITERATIONS = 100000
+# Top-level fields the server manages: _id, _rev, _replication_* (both flavours) and owner (CouchDB).
+SERVER_FIELDS = ("owner",)
+# CouchDB reads credentials from the auth object from 3.2 on.
+AUTH_OBJECT_SINCE = (3, 2)
+POUCHDB_RUNNING = "triggered"
+# Seconds a fresh CouchDB job may show its predecessor's failure, and a fresh pouchdb-server
+# replication says "triggered" before its first request fails (milliseconds, measured).
+COUCHDB_SETTLE = 5.0
+POUCHDB_SETTLE = 1.5
+
+
+class ReplicationError(CouchDBError):
+    """A replication the module will not touch, or one that does not run."""
+
+    def __init__(self, message):
+        self.message = message
+        super().__init__("", "", reason=message)
+
+    def describe(self):
+        return self.message
+
+
+# --- credentials digest -----------------------------------------------------------
+
+
+def credentials_digest(credentials, salt=None, iterations=DIGEST_ITERATIONS):
+    """A salted PBKDF2 digest of user names and passwords, or None without credentials."""
+    if not any(credentials):
+        return None
+    if salt is None:
+        salt = binascii.hexlify(os.urandom(16)).decode()
+    secret = json.dumps(list(credentials)).encode("utf-8")
+    digest = hashlib.pbkdf2_hmac("sha256", secret, salt.encode(), iterations)
+    return "pbkdf2_sha256$%d$%s$%s" % (iterations, salt, binascii.hexlify(digest).decode())
+
+
+def parse_digest(value):
+    """(salt, iterations) of a stored digest, or None if it is not one of ours."""
+    try:
+        scheme, iterations, salt, _digest = value.split("$")
+        if scheme == "pbkdf2_sha256":
+            return salt, int(iterations)
+    except (AttributeError, ValueError):
+        pass
+    return None
+
+
+def same_digest(stored, credentials):
+    """Whether credentials produce the stored digest (compared in constant time)."""
+    parsed = parse_digest(stored)
+    if parsed is None:
+        return False
+    return hmac.compare_digest(stored, credentials_digest(credentials, *parsed) or "")
+
+
+# --- endpoints ----------------------------------------------------------------------
+
+
+def credential_location(endpoint):
+    """Where an endpoint carries its credentials: "auth", "headers", "url" or None."""
+    if isinstance(endpoint, dict):
+        if endpoint.get("auth"):
+            return "auth"
+        if (endpoint.get("headers") or {}).get("Authorization"):
+            return "headers"
+        endpoint = endpoint.get("url")
+    if isinstance(endpoint, str) and strip_userinfo(endpoint) != endpoint:
+        return "url"
+    return None
+
+
+def normalise_endpoint(endpoint):
+    url = endpoint.get("url") if isinstance(endpoint, dict) else endpoint
+    return {"url": strip_userinfo(url), "credentials": credential_location(endpoint)}
+
+
+def endpoint_body(url, user, password, location):
+    """The endpoint as the document carries it, credentials where the server reads them."""
+    if location == "auth":
+        return {"url": url, "auth": {"basic": {"username": user, "password": password or ""}}}
+    if location == "url":
+        return with_userinfo(url, user, password)
+    return url
+
+
+def normalise_doc(doc):
+    """The comparable form of a replication document: server fields and credentials left out."""
+    result = {
+        "id": doc.get("_id"),
+        "source": normalise_endpoint(doc.get("source")),
+        "target": normalise_endpoint(doc.get("target")),
+        "continuous": bool(doc.get("continuous", False)),
+        "create_target": bool(doc.get("create_target", False)),
+        "selector": doc.get("selector") or None,
+        "credentials": doc.get(DIGEST_FIELD),
+    }
+    # Anything else someone put in the document (filter, doc_ids, ...) is a difference:
+    # the module owns the whole document.
+    handled = ("source", "target", "continuous", "create_target", "selector", DIGEST_FIELD)
+    for key, value in doc.items():
+        if key.startswith("_") or key in SERVER_FIELDS or key in handled:
+            continue
+        result["extra." + key] = value
+    return result
+
+
+class Replication(CouchDBModule):
+    result_key = "replication"
+
+    def __init__(self, module):
+        super().__init__(module)
+        self.db_path = "/" + quote_segment(self.params["replicator_db"])
+        self.doc_path = self.db_path + "/" + quote_segment(self.params["id"])
+        for name in ("source", "target"):
+            if self.params[name]:
+                reason = check_plain_url(self.params[name])
+                if reason:
+                    raise ValueError("The %s option %s." % (name, reason))
+        # Ansible masks no_log values verbatim; the URL form of a password is percent-encoded.
+        for name in ("source_password", "target_password"):
+            if self.params[name]:
+                module.no_log_values.add(quote(self.params[name], safe=""))
+        self.current_doc = None
+
+    # --- flavour -------------------------------------------------------------------
+
+    @property
+    def pouchdb(self):
+        return self.client.flavour == FLAVOUR_POUCHDB
+
+    @property
+    def credential_location(self):
+        if self.client.flavour == FLAVOUR_COUCHDB and self.client.version >= AUTH_OBJECT_SINCE:
+            return "auth"
+        return "url"
+
+    def credentials(self):
+        p = self.params
+        return (p["source_user"], p["source_password"], p["target_user"], p["target_password"])
+
+    # --- read, normalise, compare ------------------------------------------------------
+
+    def read(self):
+        self.current_doc = self.client.get_or_none(self.doc_path)
+        return self.current_doc
+
+    def normalise(self, current):
+        return normalise_doc(current)
+
+    def desired(self, current):
+        p = self.params
+        stored = (current or {}).get(DIGEST_FIELD)
+        if same_digest(stored, self.credentials()):
+            digest = stored
+        else:
+            digest = credentials_digest(self.credentials())
+        return {
+            "id": p["id"],
+            "source": {
+                "url": p["source"],
+                "credentials": self.credential_location if p["source_user"] else None,
+            },
+            "target": {
+                "url": p["target"],
+                "credentials": self.credential_location if p["target_user"] else None,
+            },
+            "continuous": p["continuous"],
+            "create_target": p["create_target"],
+            "selector": p["selector"] or None,
+            "credentials": digest,
+        }
+
+    def public(self, normalised):
+        if normalised is None:
+            return None
+        shown = dict(normalised)
+        shown["credentials"] = REDACTED if normalised.get("credentials") else None
+        return shown
+
+    def body(self, desired):
+        p = self.params
+        doc = {
+            "source": endpoint_body(
+                p["source"], p["source_user"], p["source_password"], desired["source"]["credentials"]
+            ),
+            "target": endpoint_body(
+                p["target"], p["target_user"], p["target_password"], desired["target"]["credentials"]
+            ),
+            "continuous": p["continuous"],
+            "create_target": p["create_target"],
+        }
+        if p["selector"]:
+            doc["selector"] = p["selector"]
+        if desired["credentials"]:
+            doc[DIGEST_FIELD] = desired["credentials"]
+        return doc
+
+    # --- act -------------------------------------------------------------------------
+
+    def preflight(self, operation, current):
+        if operation == "delete":
+            if not self.module.check_mode:
+                current = self.current_doc = self.wait_for_pouchdb_one_off(current)
+            self.refuse_if_pouchdb_running(current, "remove")
+            return
+        if operation == "update":
+            self.refuse_if_pouchdb_running(current, "update")
+        self.check_endpoints_before_write()
+
+    def create(self, desired):
+        self.client.put(self.doc_path, self.body(desired))
+
+    def update(self, current, desired):
+        if self.pouchdb_busy(current):
+            # pouchdb-server lets only its replicator edit it; the tolerant server survives a delete.
+            self.rewrite(current, desired)
+            return
+        body = self.body(desired)
+        body["_rev"] = current["_rev"]
+        self.client.put(self.doc_path, body)
+
+    def rewrite(self, current, desired):
+        """Delete and write again: a new replication job on either flavour."""
+        self.client.delete(self.doc_path, query={"rev": current["_rev"]})
+        self.client.put(self.doc_path, self.body(desired))
+
+    def delete(self, current):
+        self.client.delete(self.doc_path, query={"rev": self.current_doc["_rev"]})
+
+    # --- pouchdb-server's replicator ---------------------------------------------------
+
+    def pouchdb_busy(self, doc):
+        """Whether doc is the document of a replication pouchdb-server runs (state triggered)."""
+        return self.pouchdb and doc.get("_replication_state") == POUCHDB_RUNNING
+
+    def refuse_if_pouchdb_running(self, current, verb):
+        if not self.pouchdb_busy(current) or self.params["pouchdb_tolerates_rejections"]:
+            return
+        raise ReplicationError(
+            "pouchdb-server cannot %s the running replication %r: it refuses any edit of a "
+            "triggered replication document (HTTP 403), and deleting one makes its process exit "
+            "(an unhandled promise rejection in its replicator). Nothing was written; the server "
+            "runs on. Run pouchdb-server under node --unhandled-rejections=warn and set "
+            "pouchdb_tolerates_rejections, or remove the document while its state is error or completed."
+            % (verb, self.params["id"])
+        )
+
+    def wait_for_pouchdb_one_off(self, current):
+        """A one-off replication on pouchdb-server ends by itself: give it wait_timeout to do so."""
+        if not self.pouchdb or current.get("continuous") or current.get("_replication_state") != POUCHDB_RUNNING:
+            return current
+        doc, _ended = poll(
+            lambda: self.client.get(self.doc_path),
+            lambda doc: doc.get("_replication_state") != POUCHDB_RUNNING,
+            self.params["wait_timeout"],
+        )
+        return doc
+
+    def endpoint_clients(self):
+        p = self.params
+        for name in ("source", "target"):
+            yield name, CouchDBClient(
+                p[name],
+                user=p[name + "_user"],
+                password=p[name + "_password"],
+                timeout=p["timeout"],
+                validate_certs=p["validate_certs"],
+            )
+
+    def check_endpoints_before_write(self):
+        """On pouchdb-server a replication that fails authentication kills the process, at
+        every start: refuse to write one whose endpoint rejects its credentials."""
+        if not self.pouchdb or self.params["pouchdb_tolerates_rejections"]:
+            return
+        for name, client in self.endpoint_clients():
+            try:
+                client.get("/")
+            except (Unauthorized, Forbidden) as exc:
+                raise ReplicationError(
+                    "The %s refuses the replication's credentials (HTTP %s: %s), and pouchdb-server "
+                    "exits when a replication fails authentication. Nothing was written."
+                    % (name, exc.status, exc.reason or exc.error)
+                )
+            except CouchDBError:
+                pass  # not reachable from here, or no database yet: the replicator retries
+
+    # --- restart and wait -------------------------------------------------------------
+
+    def after_act(self, operation, result):
+        result["flavour"] = self.client.flavour
+        if self.params["state"] != "present":
+            return
+        if self.params["restart"]:
+            result["restarted"] = self.restart(operation)
+            if result["restarted"]:
+                result["changed"] = True
+        if self.params["wait"] and not self.module.check_mode:
+            result["status"] = self.wait(wrote=operation is not None or result.get("restarted", False))
+
+    def restart(self, operation):
+        if operation == "create":
+            return True  # a new document starts a new job
+        if self.module.check_mode:
+            doc = self.current_doc
+        else:
+            doc = self.client.get(self.doc_path)
+        if self.pouchdb_busy(doc) and not self.params["pouchdb_tolerates_rejections"]:
+            self.module.warn(
+                "pouchdb-server runs replication %r and retries it by itself, with a back-off of at "
+                "most 10 minutes; it cannot restart it without its process exiting: not restarted."
+                % self.params["id"]
+            )
+            return False
+        if self.module.check_mode:
+            return True
+        if self.pouchdb and not self.pouchdb_busy(doc):
+            # A rewrite without the _replication_* fields starts it again.
+            body = self.body(self.desired(doc))
+            body["_rev"] = doc["_rev"]
+            self.client.put(self.doc_path, body)
+        else:
+            # CouchDB: a deleted and rewritten document is a new job, without the old back-off.
+            self.rewrite(doc, self.desired(doc))
+        return True
+
+    def read_state(self):
+        """(state, reason) of the replication as the server reports it."""
+        if self.pouchdb:
+            doc = self.client.get(self.doc_path)
+            return doc.get("_replication_state"), doc.get("_replication_state_reason")
+        job = self.client.get_or_none("/_scheduler/docs" + self.db_path + "/" + quote_segment(self.params["id"]))
+        if job is None:
+            return None, None
+        return job.get("state"), scheduler_reason(job.get("info"))
+
+    def wait(self, wrote):
+        wanted = ("running", "completed", POUCHDB_RUNNING) if self.params["continuous"] else ("completed",)
+        started = time.monotonic()
+        # Just after a write CouchDB's scheduler may still show the old job's failure for a moment,
+        # and pouchdb-server says "triggered" before its first request to an endpoint fails.
+        if self.pouchdb:
+            settle_failure, settle_success = 0.0, (POUCHDB_SETTLE if wrote else 0.0)
+        else:
+            settle_failure, settle_success = (COUCHDB_SETTLE if wrote else 0.0), 0.0
+        settle_failure = min(settle_failure, self.params["wait_timeout"] / 2)
+        settle_success = min(settle_success, self.params["wait_timeout"] / 2)
+
+        def settled(status):
+            elapsed = time.monotonic() - started
+            if status[0] in FAILED_STATES:
+                return elapsed >= settle_failure
+            return status[0] in wanted and (status[0] == "completed" or elapsed >= settle_success)
+
+        (state, reason), done = poll(self.read_state, settled, self.params["wait_timeout"])
+        if state in FAILED_STATES:
+            raise ReplicationError(
+                "Replication %r is %s: %s" % (self.params["id"], state, reason or "no reason given")
+            )
+        if not done:
+            raise ReplicationError(
+                "Replication %r did not run within %s s (state: %s)"
+                % (self.params["id"], self.params["wait_timeout"], state)
+            )
+        return {"state": state, "reason": reason}
+
+def main():
+    argument_spec = couchdb_argument_spec()
+    argument_spec.update(
+        id=dict(type="str", required=True),
+        replicator_db=dict(type="str", default="_replicator"),
+        source=dict(type="str"),
+        target=dict(type="str"),
+        source_user=dict(type="str"),
+        source_password=dict(type="str", no_log=True),
+        target_user=dict(type="str"),
+        target_password=dict(type="str", no_log=True),
+        continuous=dict(type="bool", default=True),
+        create_target=dict(type="bool", default=False),
+        selector=dict(type="dict"),
+        state=dict(type="str", default="present", choices=["present", "absent"]),
+        restart=dict(type="bool", default=False),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="float", default=60),
+        pouchdb_tolerates_rejections=dict(type="bool", default=False),
+    )
+    module = AnsibleModule(
+        argument_spec=argument_spec,
+        supports_check_mode=True,
+        required_if=[("state", "present", ("source", "target"))],
+        required_by=dict(source_password=("source_user",), target_password=("target_user",)),
+    )
+    run_module(module, Replication)
+
+
+if __name__ == "__main__":
+    main()

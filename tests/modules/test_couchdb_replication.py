@@ -1,0 +1,344 @@
+"""couchdb_replication and couchdb_replication_info against real pouchdb-server processes."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
+from tests.modules.helpers import Ansible
+from tests.support.pouchdb import PouchServer, http_json, wait_until
+
+
+def replication_task(
+    task_name: str, server: PouchServer, doc_id: str, check_mode=None, **options: Any
+) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "name": task_name,
+        "couchdb_replication": {"url": server.url, "id": doc_id, **options},
+    }
+    if check_mode is not None:
+        task["check_mode"] = check_mode
+    return task
+
+
+def pull(source: PouchServer, target: PouchServer, db: str, **options: Any) -> dict[str, Any]:
+    """Options of a pull of db from source into target, with credentials for the source."""
+    return {
+        "source": source.db_url(db),
+        "target": target.db_url(db),
+        "source_user": REPLICATION_USER,
+        "source_password": REPLICATION_PASSWORD,
+        **options,
+    }
+
+
+def replication_doc(server: PouchServer, doc_id: str) -> dict[str, Any] | None:
+    status, body = http_json("GET", f"{server.url}/_replicator/{doc_id}")
+    assert status in (200, 404), body
+    return body if status == 200 else None
+
+
+def put_doc(server: PouchServer, db: str) -> str:
+    doc_id = uuid.uuid4().hex
+    status, body = http_json("PUT", f"{server.db_url(db)}/{doc_id}", {"type": "message"})
+    assert status == 201, body
+    return doc_id
+
+
+def arrives(server: PouchServer, db: str, doc_id: str, timeout: float = 15.0) -> bool:
+    wait_until(lambda: doc_id in server.all_ids(db), timeout=timeout)
+    return True
+
+
+def alive(server: PouchServer) -> bool:
+    status, body = http_json("GET", server.url + "/")
+    return server.running and status == 200 and "express-pouchdb" in body
+
+
+def test_continuous_replication_lifecycle(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"{name}-from-one"
+    options = pull(one, two, name)
+
+    run = ansible.run([replication_task("create", two, doc_id, **options)], check=True, diff=True)
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["changed"] is True
+    assert run["create"]["operation"] == "create"
+    assert run["create"]["replication"]["source"] == {"url": one.db_url(name), "credentials": "url"}
+    assert run["create"]["replication"]["credentials"] == "********"
+    assert replication_doc(two, doc_id) is None
+
+    run = ansible.run(
+        [
+            replication_task("create", two, doc_id, wait=True, **options),
+            replication_task("rerun", two, doc_id, wait=True, **options),
+            {
+                "name": "info",
+                "couchdb_replication_info": {"url": two.url},
+            },
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["changed"] is True
+    assert run["create"]["status"] == {"state": "triggered", "reason": None}
+    assert run["create"]["flavour"] == "pouchdb-server"
+    assert run["rerun"]["changed"] is False
+    assert {
+        "id": doc_id,
+        "source": one.db_url(name),
+        "target": two.db_url(name),
+        "state": "triggered",
+        "reason": None,
+        "healthy": True,
+    } in run["info"]["replications"]
+    doc = replication_doc(two, doc_id)
+    assert doc is not None
+    # pouchdb-server reads credentials from the URL only.
+    assert doc["source"].startswith(
+        f"http://{REPLICATION_USER}:{quote(REPLICATION_PASSWORD, safe='')}@"
+    )
+    assert doc["target"] == two.db_url(name)
+    assert doc["ansible_credentials_digest"].startswith("pbkdf2_sha256$")
+    assert arrives(two, name, put_doc(one, name))
+
+    # Another password: a change, which pouchdb-server cannot make to a running replication.
+    other = {**options, "source_password": "another password"}
+    run = ansible.run(
+        [
+            replication_task("new password, check mode", two, doc_id, check_mode=True, **other),
+        ]
+    )
+    assert run["new password, check mode"]["failed"] is True
+    assert "cannot update the running replication" in run["new password, check mode"]["msg"]
+
+    run = ansible.run(
+        [
+            {
+                **replication_task(
+                    "remove, check mode", two, doc_id, state="absent", check_mode=True
+                ),
+                "ignore_errors": True,
+            },
+            replication_task("remove", two, doc_id, state="absent"),
+        ]
+    )
+
+    assert run.returncode != 0
+    assert run["remove, check mode"]["failed"] is True
+    assert run["remove"]["failed"] is True
+    assert "cannot remove the running replication" in run["remove"]["msg"]
+    assert "Nothing was written" in run["remove"]["msg"]
+    time.sleep(0.5)  # the server would have died within milliseconds of a delete
+    assert alive(two)
+    assert replication_doc(two, doc_id)["_rev"] == doc["_rev"]
+    assert arrives(two, name, put_doc(one, name))
+
+
+def test_one_off_replication_restart_and_removal(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    one.create_db(name)
+    first = put_doc(one, name)
+    doc_id = f"{name}-once"
+    options = pull(one, two, name, continuous=False, create_target=True)
+
+    run = ansible.run(
+        [
+            replication_task("create", two, doc_id, wait=True, **options),
+            replication_task("rerun", two, doc_id, wait=True, **options),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["status"]["state"] == "completed"
+    assert run["rerun"]["changed"] is False
+    assert first in two.all_ids(name)
+
+    second = put_doc(one, name)
+    run = ansible.run(
+        [
+            replication_task(
+                "restart, check mode", two, doc_id, restart=True, check_mode=True, **options
+            ),
+            replication_task("restart", two, doc_id, restart=True, wait=True, **options),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["restart, check mode"]["changed"] is True
+    assert run["restart, check mode"]["restarted"] is True
+    assert run["restart"]["changed"] is True
+    assert run["restart"]["restarted"] is True
+    assert run["restart"]["status"]["state"] == "completed"
+    assert second in two.all_ids(name)
+
+    run = ansible.run(
+        [
+            replication_task("remove, check mode", two, doc_id, state="absent", check_mode=True),
+            replication_task("remove", two, doc_id, state="absent"),
+            replication_task("remove again", two, doc_id, state="absent"),
+        ],
+        diff=True,
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["remove, check mode"]["changed"] is True
+    assert run["remove"]["changed"] is True
+    assert run["remove"]["diff"]["after"] == {}
+    assert run["remove"]["diff"]["before"]["id"] == doc_id
+    assert run["remove again"]["changed"] is False
+    assert replication_doc(two, doc_id) is None
+    assert alive(two)
+
+
+def test_credentials_the_source_refuses_are_never_written(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    """A pouchdb-server replication that fails authentication kills the process at every start."""
+    one.create_db(name)
+    doc_id = f"{name}-bad-password"
+    run = ansible.run(
+        [
+            replication_task(
+                "create", two, doc_id, **pull(one, two, name, source_password="wrong password")
+            )
+        ]
+    )
+
+    assert run["create"]["failed"] is True
+    assert run["create"]["msg"].startswith(
+        "The source refuses the replication's credentials (HTTP 401: "
+    )
+    assert replication_doc(two, doc_id) is None
+    assert alive(two)
+
+
+def test_no_credential_in_any_output(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"{name}-quiet"
+    admin_password = "server-admin-password-0c9e"
+    run = ansible.run(
+        [
+            replication_task("create", two, doc_id, wait=True, **pull(one, two, name)),
+            replication_task("rerun", two, doc_id, **pull(one, two, name)),
+            {
+                **replication_task(
+                    "wrong password",
+                    two,
+                    f"{doc_id}-2",
+                    **pull(one, two, name, source_password="wr0ng-pw/x"),
+                ),
+                "ignore_errors": True,
+            },
+            {"name": "info", "couchdb_replication_info": {"url": two.url}},
+            {
+                "name": "as a user the server does not know",
+                "couchdb_database": {
+                    "url": two.url,
+                    "name": name,
+                    "user": "admin",
+                    "password": admin_password,
+                },
+                "ignore_errors": True,
+            },
+        ],
+        diff=True,
+        verbosity=3,
+        json_output=False,
+    )
+
+    assert "TASK [create]" in run.stdout and "TASK [info]" in run.stdout
+    assert "changed: [localhost]" in run.stdout
+    for secret in (REPLICATION_PASSWORD, "wr0ng-pw/x", admin_password):
+        for form in (secret, quote(secret, safe=""), quote(secret)):
+            assert form not in run.output, f"{form!r} appears in the output"
+
+
+@pytest.fixture
+def tolerant_pouch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PouchServer]:
+    """pouchdb-server under node --unhandled-rejections=warn: a rejected promise is logged."""
+    monkeypatch.setenv("NODE_OPTIONS", "--unhandled-rejections=warn")
+    server = PouchServer(tmp_path / "tolerant", "tolerant").start()
+    monkeypatch.delenv("NODE_OPTIONS")
+    yield server
+    server.stop()
+
+
+def test_a_tolerant_server_lets_a_running_replication_go(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+):
+    one.create_db(name)
+    tolerant_pouch.create_db(name)
+    doc_id = f"{name}-from-one"
+    options = pull(one, tolerant_pouch, name, pouchdb_tolerates_rejections=True)
+    run = ansible.run(
+        [
+            replication_task("create", tolerant_pouch, doc_id, wait=True, **options),
+            replication_task(
+                "without credentials",
+                tolerant_pouch,
+                doc_id,
+                wait=True,
+                **{**options, "source_user": None, "source_password": None},
+            ),
+        ]
+    )
+    assert run.returncode == 0, run.output
+    assert run["without credentials"]["changed"] is True
+    assert run["without credentials"]["differences"] == ["credentials", "source.credentials"]
+    assert "@" not in replication_doc(tolerant_pouch, doc_id)["source"]
+    assert arrives(tolerant_pouch, name, put_doc(one, name))
+
+    run = ansible.run(
+        [replication_task("remove", tolerant_pouch, doc_id, state="absent", **options)]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["remove"]["changed"] is True
+    late = put_doc(one, name)
+    time.sleep(2)
+    assert alive(tolerant_pouch)
+    assert late not in tolerant_pouch.all_ids(name)
+
+
+def test_wait_fails_with_the_servers_reason(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+):
+    """A tolerant pouchdb-server marks a replication the source refuses "error", with a reason."""
+    one.create_db(name)
+    doc_id = f"{name}-refused"
+    options = pull(
+        one, tolerant_pouch, name, source_password="wrong", pouchdb_tolerates_rejections=True
+    )
+    run = ansible.run(
+        [replication_task("create", tolerant_pouch, doc_id, wait=True, wait_timeout=15, **options)]
+    )
+
+    assert run.returncode != 0
+    assert run["create"]["failed"] is True
+    assert (
+        run["create"]["msg"] == f"Replication '{doc_id}' is error: Name or password is incorrect."
+    )
+    assert replication_doc(tolerant_pouch, doc_id)["_replication_state"] == "error"
+
+    run = ansible.run(
+        [replication_task("remove", tolerant_pouch, doc_id, state="absent", **options)]
+    )
+    assert run.returncode == 0, run.output
+    assert run["remove"]["changed"] is True
+    assert alive(tolerant_pouch)
