@@ -56,6 +56,9 @@ class MasterSettings(KunoSettings):
     #: Register and login requests per client address: a burst, then this many per minute.
     client_burst: int = Field(default=60, ge=1)
     client_per_minute: float = Field(default=60.0, gt=0)
+    #: The header the proxy puts the client's address in (e.g. X-Real-IP). Set it only when
+    #: the master is reachable through that proxy alone; unset, the peer address counts.
+    client_address_header: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]+$")
 
     #: Sends per WebSocket connection: a burst, then this many per second.
     send_burst: int = Field(default=100, ge=1)

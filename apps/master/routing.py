@@ -1,11 +1,13 @@
 """WebSocket routing: deliver to the recipient's open sockets, store on every node, ack.
 
-Frames (JSON text):
+Frames (JSON text), after authentication (`Authorization: Bearer` on the upgrade, or a
+first frame {"type":"auth","token"} for clients that cannot set headers, such as browsers):
+    server → {"type":"ready","user"}
     client → {"type":"send","id","to","ciphertext","nonce"}
     client → {"type":"received","id"}
     server → {"type":"message","id","from","ciphertext","nonce","timestamp"}
     server → {"type":"ack","id","delivered","stored","nodes"}  (+ "storage":"disabled")
-    server → {"type":"error","id","reason"}
+    server → {"type":"error","id","reason"}  (id null when the frame had none)
 """
 
 from __future__ import annotations

@@ -60,6 +60,12 @@ def _limit(limiter_key: web.AppKey[Any], request: web.Request, key: str) -> None
 
 
 def _client_address(request: web.Request) -> str:
+    header = request.app[keys.SETTINGS].client_address_header
+    if header:
+        # The proxy's header; its last entry is the one the proxy itself added.
+        forwarded = request.headers.get(header, "").split(",")[-1].strip()
+        if forwarded:
+            return forwarded
     return request.remote or "unknown"
 
 

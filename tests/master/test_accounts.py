@@ -116,6 +116,25 @@ async def test_requests_are_rate_limited_per_client_address(start_master: Master
     assert statuses == [401, 401, 429]
 
 
+async def test_behind_the_proxy_the_limit_is_per_forwarded_address(
+    start_master: MasterFactory,
+) -> None:
+    master = await start_master(
+        client_burst=1, client_per_minute=1, client_address_header="X-Real-IP"
+    )
+
+    async def attempt(address: str) -> int:
+        response = await master.post(
+            "/api/login",
+            json={"username": "alice", "password": PASSWORD},
+            headers={"X-Real-IP": address},
+        )
+        return response.status
+
+    assert [await attempt("192.0.2.1"), await attempt("192.0.2.2")] == [401, 401]
+    assert await attempt("192.0.2.1") == 429
+
+
 async def test_key_lookup_needs_a_token_and_knows_only_registered_users(
     master: TestClient,
 ) -> None:
