@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
+from kuno.common.couch import CouchError
 from kuno.common.tokens import TokenSigner
 from kuno.master.fanout import StandardNodes
 from kuno.master.users import UserDirectory
@@ -284,6 +285,11 @@ class Router:
             reply = await self.on_send(connection, frame)
         except FrameError as exc:
             await self.refuse(connection, exc)
+            return
+        except CouchError as exc:
+            log.warning("accounts unavailable", extra={"id": frame.id, "cause": exc.error})
+            reason = "the account store is unreachable; resend later"
+            await self.refuse(connection, FrameError("unavailable", reason, frame.id))
             return
         except Exception:
             log.exception("routing failed", extra={"id": frame.id})

@@ -37,9 +37,8 @@ def make_master_settings(
         values: dict[str, Any] = {"storage_enabled": False}
         values.update(overrides)
         nodes = values.pop("standard_node_urls", [])
-        return master_settings(
-            [couchdb.url], nodes, f"users_{database}", private_key_file, **values
-        )
+        servers = values.pop("couchdb_urls", [couchdb.url])
+        return master_settings(servers, nodes, f"users_{database}", private_key_file, **values)
 
     return make
 

@@ -214,3 +214,24 @@ async def test_a_bad_authorization_header_is_401_before_the_upgrade(master: Test
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await master.ws_connect("/ws", headers=bearer("not.a.token"))
     assert refused.value.status == 401
+
+
+async def test_with_couchdb_down_a_new_recipient_is_an_error_frame_and_known_ones_still_work(
+    aiohttp_client: Any, make_master_settings: Any, private_couchdb: Any
+) -> None:
+    settings = make_master_settings(couchdb_urls=[private_couchdb.url], couchdb_timeout=1.0)
+    master = await aiohttp_client(create_app(settings))
+    alice = await register(master, "alice")
+    await register(master, "bob")
+    ws = await connect(master, alice)
+    private_couchdb.stop()
+    frame = send_frame("carol")
+    await ws.send_json(frame)
+    assert await ws.receive_json(timeout=10) == {
+        "type": "error",
+        "id": frame["id"],
+        "reason": "the account store is unreachable; resend later",
+    }
+    frame = send_frame("bob")
+    await ws.send_json(frame)
+    assert (await ws.receive_json(timeout=10))["type"] == "ack"
