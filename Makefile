@@ -25,3 +25,23 @@ lint: venv
 
 test: venv pouchdb lint
 	$(VENV)/bin/pytest
+
+# --- deployment (issue 5) ---------------------------------------------------------
+ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
+
+.PHONY: docker images rollback verify
+
+docker:
+	scripts/setup-docker
+
+images: venv docker pouchdb
+	$(ANSIBLE_PLAYBOOK) playbooks/docker_hosts.yml playbooks/images.yml
+
+deploy: venv docker pouchdb
+	$(ANSIBLE_PLAYBOOK) deploy.yml
+
+verify: venv
+	$(ANSIBLE_PLAYBOOK) playbooks/verify.yml
+
+rollback: venv
+	$(ANSIBLE_PLAYBOOK) rollback.yml

@@ -20,4 +20,8 @@ process.argv = [process.argv[0], 'pouchdb-server',
   '--host', '0.0.0.0', '--port', '5984',
   '--dir', path.join(dataDir, 'db'), '--config', configFile];
 fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
+// As PID 1, node ignores SIGTERM unless told: docker stop would wait 10 s and kill.
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => process.exit(0));
+}
 require('/opt/pouchdb-server/node_modules/pouchdb-server/bin/pouchdb-server');
