@@ -220,9 +220,10 @@ class Database(CouchDBModule):
         self.client.delete(self.path)
 
 
-def main():
-    argument_spec = couchdb_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    """The connection options and this module's own."""
+    spec = couchdb_argument_spec()
+    spec.update(
         name=dict(type="str", required=True),
         state=dict(type="str", default="present", choices=["present", "absent"]),
         security=dict(
@@ -233,7 +234,11 @@ def main():
             ),
         ),
     )
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    return spec
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     run_module(module, Database)
 
 

@@ -234,9 +234,10 @@ class Index(CouchDBModule):
         )
 
 
-def main():
-    argument_spec = couchdb_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    """The connection options and this module's own."""
+    spec = couchdb_argument_spec()
+    spec.update(
         database=dict(type="str", required=True),
         ddoc=dict(type="str", required=True),
         name=dict(type="str", required=True),
@@ -244,8 +245,12 @@ def main():
         partial_filter_selector=dict(type="dict"),
         state=dict(type="str", default="present", choices=["present", "absent"]),
     )
+    return spec
+
+
+def main():
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("state", "present", ("fields",))],
     )

@@ -92,7 +92,10 @@ options:
     type: bool
     default: false
   selector:
-    description: A Mango selector; only matching documents are replicated.
+    description:
+      - A Mango selector; only matching documents are replicated.
+      - Refused with pouchdb-server, on this server or as the source (when the managed host can
+        ask it), because its process exits when a replication asks its changes feed for a selector.
     type: dict
   state:
     description: Whether the replication document should exist.
@@ -262,7 +265,7 @@ import hmac
 import json
 import os
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.couchdb import (
@@ -393,6 +396,21 @@ def normalise_doc(doc):
     return result
 
 
+def replication_needs_update(before, after):
+    """Whether the document differs from the wanted one.
+
+    CouchDB strips credentials from a replication document for a reader who is neither an
+    admin nor its owner: where an endpoint shows none but the stored digest matches the wanted
+    credentials, they are there.
+    """
+    before = dict(before)
+    if before.get("credentials") and before["credentials"] == after.get("credentials"):
+        for name in ("source", "target"):
+            if before[name]["credentials"] is None and after[name]["credentials"] is not None:
+                before[name] = dict(before[name], credentials=after[name]["credentials"])
+    return before != after
+
+
 class Replication(CouchDBModule):
     result_key = "replication"
 
@@ -459,6 +477,9 @@ class Replication(CouchDBModule):
             "credentials": digest,
         }
 
+    def needs_update(self, before, after):
+        return replication_needs_update(before, after)
+
     def public(self, normalised):
         if normalised is None:
             return None
@@ -494,6 +515,7 @@ class Replication(CouchDBModule):
             return
         if operation == "update":
             self.refuse_if_pouchdb_running(current, "update")
+        self.refuse_selector_from_pouchdb()
         self.check_endpoints_before_write()
 
     def create(self, desired):
@@ -554,6 +576,32 @@ class Replication(CouchDBModule):
                 password=p[name + "_password"],
                 timeout=p["timeout"],
                 validate_certs=p["validate_certs"],
+            )
+
+    def refuse_selector_from_pouchdb(self):
+        """pouchdb-server 4.2 reads the _selector changes filter as a design document
+        "_design/_selector" and its process exits on the 404 (measured). Refuse a selector when
+        this server is pouchdb-server (its peers are the same kind) or the source says it is."""
+        if not self.params["selector"]:
+            return
+        source_is_pouchdb = False
+        if not self.pouchdb:
+            parts = urlsplit(self.params["source"])
+            root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/").rsplit("/", 1)[0], "", ""))
+            try:
+                source_is_pouchdb = CouchDBClient(
+                    root,
+                    user=self.params["source_user"],
+                    password=self.params["source_password"],
+                    timeout=self.params["timeout"],
+                    validate_certs=self.params["validate_certs"],
+                ).flavour == FLAVOUR_POUCHDB
+            except CouchDBError:
+                pass  # not reachable from here: the server that replicates may reach it
+        if self.pouchdb or source_is_pouchdb:
+            raise ReplicationError(
+                "pouchdb-server cannot serve a replication with a selector: the source's process "
+                "exits on the _selector changes filter. Nothing was written; leave out selector."
             )
 
     def check_endpoints_before_write(self):
@@ -652,9 +700,10 @@ class Replication(CouchDBModule):
             )
         return {"state": state, "reason": reason}
 
-def main():
-    argument_spec = couchdb_argument_spec()
-    argument_spec.update(
+def argument_spec():
+    """The connection options and this module's own."""
+    spec = couchdb_argument_spec()
+    spec.update(
         id=dict(type="str", required=True),
         replicator_db=dict(type="str", default="_replicator"),
         source=dict(type="str"),
@@ -672,8 +721,12 @@ def main():
         wait_timeout=dict(type="float", default=60),
         pouchdb_tolerates_rejections=dict(type="bool", default=False),
     )
+    return spec
+
+
+def main():
     module = AnsibleModule(
-        argument_spec=argument_spec,
+        argument_spec=argument_spec(),
         supports_check_mode=True,
         required_if=[("state", "present", ("source", "target"))],
         required_by=dict(source_password=("source_user",), target_password=("target_user",)),

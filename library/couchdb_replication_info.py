@@ -131,10 +131,15 @@ class ReplicationInfo(CouchDBModule):
         )
 
 
+def argument_spec():
+    """The connection options and this module's own."""
+    spec = couchdb_argument_spec()
+    spec.update(replicator_db=dict(type="str", default="_replicator"))
+    return spec
+
+
 def main():
-    argument_spec = couchdb_argument_spec()
-    argument_spec.update(replicator_db=dict(type="str", default="_replicator"))
-    module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     run_module(module, ReplicationInfo)
 
 

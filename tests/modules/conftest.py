@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,12 +30,25 @@ def add_user(server: PouchServer, name: str, password: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pouch_pair(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[PouchServer, PouchServer]]:
+def work_root() -> Iterator[Path]:
+    """Data directories of servers and playbooks. Not under pytest's basetemp: a concurrent
+    pytest run of the same user prunes old basetemps, data directories of running servers too."""
+    root = Path(tempfile.mkdtemp(prefix="kuno-module-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def test_dir(work_root: Path, request: pytest.FixtureRequest) -> Path:
+    path = work_root / f"{request.node.name[:60]}-{next(_names)}"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="session")
+def pouch_pair(work_root: Path) -> Iterator[tuple[PouchServer, PouchServer]]:
     """Two servers for the whole module suite; each test uses names of its own."""
-    root = tmp_path_factory.mktemp("module-pouchdb")
-    servers = (PouchServer(root / "one", "one"), PouchServer(root / "two", "two"))
+    servers = (PouchServer(work_root / "one", "one"), PouchServer(work_root / "two", "two"))
     try:
         for server in servers:
             server.start()
@@ -57,16 +72,18 @@ def two(pouch_pair: tuple[PouchServer, PouchServer]) -> PouchServer:
 
 
 @pytest.fixture
-def private_pouch(tmp_path: Path) -> Iterator[PouchServer]:
-    """A server of this test's own, for tests that may leave its replicator busy."""
-    server = PouchServer(tmp_path / "private", "private").start()
+def tolerant_pouch(test_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PouchServer]:
+    """pouchdb-server under node --unhandled-rejections=warn: a rejected promise is logged."""
+    monkeypatch.setenv("NODE_OPTIONS", "--unhandled-rejections=warn")
+    server = PouchServer(test_dir / "tolerant", "tolerant").start()
+    monkeypatch.delenv("NODE_OPTIONS")
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def ansible(tmp_path_factory: pytest.TempPathFactory) -> Ansible:
-    return Ansible(tmp_path_factory.mktemp("ansible"))
+def ansible(work_root: Path) -> Ansible:
+    return Ansible(work_root / "ansible")
 
 
 @pytest.fixture

@@ -93,7 +93,7 @@ def test_create_rerun_update_delete(ansible: Ansible, one: PouchServer, name: st
     assert not exists(one, name)
 
 
-def test_an_unreachable_server_fails_with_a_clear_message(ansible: Ansible, tmp_path, name: str):
+def test_an_unreachable_server_fails_with_a_clear_message(ansible: Ansible, name: str):
     from tests.support.pouchdb import free_port
 
     url = f"http://127.0.0.1:{free_port()}"

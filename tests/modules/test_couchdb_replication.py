@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
-
-import pytest
 
 from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
 from tests.modules.helpers import Ansible
@@ -269,16 +265,6 @@ def test_no_credential_in_any_output(
             assert form not in run.output, f"{form!r} appears in the output"
 
 
-@pytest.fixture
-def tolerant_pouch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PouchServer]:
-    """pouchdb-server under node --unhandled-rejections=warn: a rejected promise is logged."""
-    monkeypatch.setenv("NODE_OPTIONS", "--unhandled-rejections=warn")
-    server = PouchServer(tmp_path / "tolerant", "tolerant").start()
-    monkeypatch.delenv("NODE_OPTIONS")
-    yield server
-    server.stop()
-
-
 def test_a_tolerant_server_lets_a_running_replication_go(
     ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
 ):
@@ -342,3 +328,25 @@ def test_wait_fails_with_the_servers_reason(
     assert run.returncode == 0, run.output
     assert run["remove"]["changed"] is True
     assert alive(tolerant_pouch)
+
+
+def test_a_selector_is_refused_before_it_kills_pouchdb_server(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    one.create_db(name)
+    doc_id = f"{name}-messages-only"
+    run = ansible.run(
+        [
+            replication_task(
+                "create", two, doc_id, selector={"type": "message"}, **pull(one, two, name)
+            )
+        ]
+    )
+
+    assert run["create"]["failed"] is True
+    assert run["create"]["msg"].startswith(
+        "pouchdb-server cannot serve a replication with a selector"
+    )
+    assert replication_doc(two, doc_id) is None
+    time.sleep(0.5)
+    assert alive(one) and alive(two)
