@@ -617,7 +617,7 @@ class Replication(CouchDBModule):
                     "The %s refuses the replication's credentials (HTTP %s: %s), and pouchdb-server "
                     "exits when a replication fails authentication. Nothing was written."
                     % (name, exc.status, exc.reason or exc.error)
-                )
+                ) from None
             except CouchDBError:
                 pass  # not reachable from here, or no database yet: the replicator retries
 
