@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -93,9 +94,10 @@ class StandardNodes:
     async def store_message_in_standard_nodes(self, document: dict[str, Any]) -> list[NodeResult]:
         """POST the identical document to every node at once; each gets `timeout` at most."""
         started = time.perf_counter()
-        headers = self.token.header()
+        headers = {**self.token.header(), "Content-Type": "application/json"}
+        body = json.dumps(document, separators=(",", ":")).encode()  # once, for every node
         results = await asyncio.gather(
-            *(self._store(url, label, document, headers) for url, label in self._nodes())
+            *(self._store(url, label, body, headers) for url, label in self._nodes())
         )
         self.metrics.latency.observe(time.perf_counter() - started)
         return list(results)
@@ -125,12 +127,12 @@ class StandardNodes:
         return list(zip(self.urls, self.labels, strict=True))
 
     async def _store(
-        self, url: str, label: str, document: dict[str, Any], headers: dict[str, str]
+        self, url: str, label: str, body: bytes, headers: dict[str, str]
     ) -> NodeResult:
         outcome = "failed"
         try:
             async with self.session.post(
-                f"{url}/messages", json=document, headers=headers, timeout=self.timeout
+                f"{url}/messages", data=body, headers=headers, timeout=self.timeout
             ) as response:
                 await response.read()
                 if response.status == 201:
