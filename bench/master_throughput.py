@@ -343,6 +343,10 @@ async def main() -> None:
         f"{closed.rate / fan_out_result.rate:.2f}"
     )
     print(
+        f"raw 3-server fan-out msgs/s / raw single-server docs/s (the storage ceiling): "
+        f"{fan_out_result.rate / raw.rate:.2f}"
+    )
+    print(
         f"steady {args.rate:g}/s p99 send→ack: {steady.percentile(99):.1f} ms (target <= 100 ms); "
         f"raw fan-out p99 at the same rate: {steady_raw.percentile(99):.1f} ms"
     )
