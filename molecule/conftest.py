@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "resources"))
 
-from kunomol import System  # noqa: E402
+from kunomol import System
 
 
 @pytest.fixture(scope="session")

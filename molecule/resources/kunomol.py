@@ -10,6 +10,7 @@ the CouchDB/standard-node containers on the scenario's private Docker networks. 
 is a bounded poll.
 """
 
+# ruff: noqa: S105, S310, S603, S607 - test tooling: a fixed test password, docker by name, http URLs it builds
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 RUNNING_STATES = ("running", "triggered", "pending")
+SEND_BATCH = 10
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -227,12 +229,19 @@ async def send_offline(system: System, tag: str, count: int, min_stored: int) ->
     bob = await saved_user(system, state, "bob")
     ids: list[str] = []
     try:
+        await alice.public_key(bob.username)
         async with alice.connect() as socket:
-            for number in range(count):
-                ack = await socket.send(bob.username, f"{tag} #{number}")
-                assert ack.stored >= min_stored, f"{ack.id} stored on {ack.stored} of {ack.nodes}"
-                assert not ack.delivered
-                ids.append(ack.id)
+            # In flight together, as a busy client's are: with a node down each send waits
+            # for the master's store timeout on it.
+            for first in range(0, count, SEND_BATCH):
+                numbers = range(first, min(first + SEND_BATCH, count))
+                acks = await asyncio.gather(
+                    *(socket.send(bob.username, f"{tag} #{number}") for number in numbers)
+                )
+                for ack in acks:
+                    assert ack.stored >= min_stored, f"{ack.id} stored on {ack.stored}/{ack.nodes}"
+                    assert not ack.delivered
+                    ids.append(ack.id)
     finally:
         await alice.close()
         await bob.close()
@@ -250,15 +259,19 @@ def store_token(system: System) -> str:
     return signer.sign("master", scopes=(STORE_SCOPE,), ttl=600)
 
 
-async def store_direct(system: System, node: str, tag: str, count: int) -> list[str]:
-    """Messages to bob stored through one node's standard node only (the partition's far
-    side, where the master cannot reach): POST /messages as the master would."""
+async def store_direct(system: System, nodes: list[str], tag: str, count: int) -> list[str]:
+    """Messages to bob stored through these nodes' standard nodes only (the far side of a
+    partition, where the master cannot reach): POST /messages as the master would, the
+    same body on each."""
     import aiohttp
 
     state = system.load()
     alice = await saved_user(system, state, "alice")
     bob = await saved_user(system, state, "bob")
-    url = f"http://{system.address(system.container('standard', node))}:4001/messages"
+    urls = [
+        f"http://{system.address(system.container('standard', node))}:4001/messages"
+        for node in nodes
+    ]
     headers = {"Authorization": f"Bearer {store_token(system)}"}
     ids: list[str] = []
     try:
@@ -275,8 +288,9 @@ async def store_direct(system: System, node: str, tag: str, count: int) -> list[
                     "timestamp": now,
                     "expiresAt": now + 86_400_000,
                 }
-                async with session.post(url, json=body, headers=headers) as response:
-                    assert response.status == 201, await response.text()
+                for url in urls:
+                    async with session.post(url, json=body, headers=headers) as response:
+                        assert response.status == 201, f"{url}: {await response.text()}"
                 ids.append(sealed.id)
     finally:
         await alice.close()
@@ -312,6 +326,36 @@ async def delete_on(system: System, node: str, ids: list[str], direct: bool) -> 
     system.save(state)
 
 
+async def send_online(system: System, tag: str, count: int, storage: str) -> list[str]:
+    """bob is online; alice sends him `count` messages: each arrives over the WebSocket.
+    storage "enabled": each is acknowledged as stored on every node; "disabled": as not
+    stored at all."""
+    state = system.load()
+    alice = await saved_user(system, state, "alice")
+    bob = await saved_user(system, state, "bob")
+    ids: list[str] = []
+    try:
+        async with bob.connect() as bob_socket, alice.connect() as alice_socket:
+            for number in range(count):
+                ack = await alice_socket.send(bob.username, f"{tag} #{number}")
+                message = await bob_socket.receive(within=5)
+                assert (message.id, message.text) == (ack.id, f"{tag} #{number}"), message
+                assert ack.delivered, ack
+                if storage == "disabled":
+                    assert (ack.storage, ack.stored) == ("disabled", 0), ack
+                else:
+                    assert ack.stored == ack.nodes == len(system.nodes), ack
+                ids.append(ack.id)
+    finally:
+        await alice.close()
+        await bob.close()
+    # Messages the master did not store are expected on no node.
+    kept = state["sent"] if storage == "enabled" else state.setdefault("unstored", {})
+    kept.setdefault(tag, []).extend(ids)
+    system.save(state)
+    return ids
+
+
 # --- checks ------------------------------------------------------------------------------
 
 
@@ -320,15 +364,18 @@ def expected_ids(state: dict[str, Any], tags: list[str] | None = None) -> set[st
     return sent - set(state["deleted"])
 
 
-def converged(system: System, nodes: list[str], tags: list[str] | None = None) -> bool:
+def converged(
+    system: System, nodes: list[str], tags: list[str] | None = None, sets_only: bool = False
+) -> bool:
     """Every node holds the same live set: every message sent and not deleted, nothing
-    deleted (no live leaf of a deleted message, so none can come back)."""
+    deleted (no live leaf of a deleted message, so none can come back). sets_only: the same
+    set holding the tags' messages not deleted, deletions not checked (one side of a split)."""
     state = system.load()
     want = expected_ids(state, tags)
     sets = {node: system.message_ids(node) for node in nodes}
     if any(got != sets[nodes[0]] or not want <= got for got in sets.values()):
         return False
-    return all(
+    return sets_only or all(
         system.live_leaves(node, message_id) == 0
         for node in nodes
         for message_id in state["deleted"]
@@ -348,6 +395,47 @@ def describe(system: System, nodes: list[str], tags: list[str] | None = None) ->
     return "; ".join(lines)
 
 
+def rejoin(system: System, node: str, within: float) -> dict[str, float]:
+    """Right after `node`'s CouchDB was started again: seconds until it answers, until it holds
+    everything the others stored meanwhile (its pulls run), and until a document written on
+    it is readable on every other node (their pulls from it run again)."""
+    started = time.monotonic()
+
+    def left() -> float:
+        return within - (time.monotonic() - started)
+
+    wait_until(lambda: system.couch(node, "/messages")[0] == 200, left(), f"{node} answers")
+    answers = time.monotonic() - started
+    try:
+        wait_until(lambda: converged(system, system.nodes), left(), f"{node} caught up")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {describe(system, system.nodes)}") from None
+    caught_up = time.monotonic() - started
+    doc_id = f"kunomol-probe-{secrets.token_hex(6)}"
+    status, body = system.couch(node, f"/messages/{doc_id}", "PUT", {"type": "probe"})
+    if status not in (201, 202):
+        raise RuntimeError(f"{node}: probe answered {status}: {body}")
+    for other in system.nodes:
+        wait_until(
+            lambda other=other: system.couch(other, f"/messages/{doc_id}")[0] == 200,
+            left(),
+            f"a document written on {node} readable on {other}",
+        )
+    spread = time.monotonic() - started
+    system.couch(node, f"/messages/{doc_id}?rev={body['rev']}", "DELETE")
+    for other in system.nodes:
+        wait_until(
+            lambda other=other: system.couch(other, f"/messages/{doc_id}")[0] == 404,
+            left(),
+            f"the probe deleted on {node} gone from {other}",
+        )
+    return {
+        "answers": round(answers, 2),
+        "caught_up": round(caught_up, 2),
+        "its_writes_everywhere": round(spread, 2),
+    }
+
+
 # --- the command line of the side-effect playbooks -----------------------------------------
 
 
@@ -361,10 +449,14 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("--tag", required=True)
     send.add_argument("--count", type=int, required=True)
     send.add_argument("--min-stored", type=int, required=True)
-    store = commands.add_parser("store-direct", help="store messages through one node only")
-    store.add_argument("--node", required=True)
+    store = commands.add_parser("store-direct", help="store messages through some nodes only")
+    store.add_argument("--nodes", required=True, help="comma-separated")
     store.add_argument("--tag", required=True)
     store.add_argument("--count", type=int, required=True)
+    online = commands.add_parser("online", help="alice sends to bob, who is online")
+    online.add_argument("--tag", required=True)
+    online.add_argument("--count", type=int, required=True)
+    online.add_argument("--storage", choices=["enabled", "disabled"], required=True)
     delete = commands.add_parser("delete", help="bob deletes messages through one node only")
     delete.add_argument("--node", required=True)
     delete.add_argument("--tag", required=True)
@@ -375,11 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     stored.add_argument("--nodes", default="", help="comma-separated; all by default")
     stored.add_argument("--tags", default="", help="comma-separated; all by default")
     stored.add_argument("--within", type=float, required=True)
+    stored.add_argument("--sets-only", action="store_true", help="deletions not checked")
     absent = commands.add_parser("absent", help="assert nodes hold none of a tag's messages")
     absent.add_argument("--nodes", required=True)
     absent.add_argument("--tag", required=True)
     replicating = commands.add_parser("replicating", help="wait until every replication runs")
     replicating.add_argument("--within", type=float, required=True)
+    rejoining = commands.add_parser("rejoin", help="time a restarted CouchDB's replications")
+    rejoining.add_argument("--node", required=True)
+    rejoining.add_argument("--within", type=float, required=True)
     args = parser.parse_args(argv)
 
     system = System(args.scenario_dir.resolve())
@@ -389,8 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "send":
         ids = asyncio.run(send_offline(system, args.tag, args.count, args.min_stored))
         report["sent"] = len(ids)
+    elif args.command == "online":
+        ids = asyncio.run(send_online(system, args.tag, args.count, args.storage))
+        report["sent"] = len(ids)
     elif args.command == "store-direct":
-        ids = asyncio.run(store_direct(system, args.node, args.tag, args.count))
+        ids = asyncio.run(store_direct(system, args.nodes.split(","), args.tag, args.count))
         report["stored"] = len(ids)
     elif args.command == "delete":
         chosen = system.load()["sent"][args.tag][args.skip : args.skip + args.count]
@@ -401,14 +500,17 @@ def main(argv: list[str] | None = None) -> int:
         tags = args.tags.split(",") if args.tags else None
         try:
             seconds = wait_until(
-                lambda: converged(system, nodes, tags), args.within, "nodes converged"
+                lambda: converged(system, nodes, tags, args.sets_only),
+                args.within,
+                "nodes converged",
             )
         except AssertionError as exc:
             raise SystemExit(f"{exc}: {describe(system, nodes, tags)}") from None
         report |= {"nodes": nodes, "seconds": round(seconds, 2)}
         report["messages"] = len(system.message_ids(nodes[0]))
     elif args.command == "absent":
-        ids = set(system.load()["sent"][args.tag])
+        state = system.load()
+        ids = set(state["sent"].get(args.tag) or state.get("unstored", {})[args.tag])
         for node in args.nodes.split(","):
             held = ids & system.message_ids(node)
             if held:
@@ -420,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
             "every replication running",
         )
         report["seconds"] = round(seconds, 2)
+    elif args.command == "rejoin":
+        report |= rejoin(system, args.node, args.within)
     print(json.dumps(report))
     return 0
 

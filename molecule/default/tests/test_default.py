@@ -11,15 +11,13 @@ import time
 from kunomol import System, new_user, wait_until
 
 
-
 def test_every_container_runs_and_docker_reports_it_healthy(host, system: System) -> None:
     for name in system.containers:
         container = host.docker(name)
         assert container.is_running, name
         # Docker's own check runs every 15 s: a container just started may still be "starting".
         wait_until(
-            lambda name=name: host.docker(name).inspect()["State"]["Health"]["Status"]
-            == "healthy",
+            lambda name=name: host.docker(name).inspect()["State"]["Health"]["Status"] == "healthy",
             within=90,
             what=f"{name} healthy",
             every=1,

@@ -1,0 +1,80 @@
+"""Every molecule scenario (molecule/*/molecule.yml) as a plain pytest test: `molecule test`
+deploys the real playbooks on this machine's Docker under a project of the scenario's own,
+proves its scenario and removes everything it made.
+
+    .venv/bin/pytest tests/molecule            # all of them, one after the other
+    .venv/bin/pytest tests/molecule -k partition
+
+They share the images (built by the first converge, reused by the others) and one release
+version, fixed for the session even when the working tree changes meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+SCENARIOS = sorted(path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml"))
+SCENARIO_TIMEOUT = 1500  # seconds; a stuck scenario fails instead of hanging the suite
+
+pytestmark = pytest.mark.slow
+
+
+def docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.fixture(scope="session")
+def molecule_env() -> dict[str, str]:
+    if not (VENV_BIN / "molecule").exists():
+        pytest.skip("no molecule in .venv: run make venv")
+    if not docker_answers():
+        pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
+    release = (
+        os.environ.get("KUNO_RELEASE")
+        or subprocess.run(
+            [str(REPO / "scripts" / "release-version")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
+    return dict(
+        os.environ,
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        KUNO_RELEASE=release,
+        ANSIBLE_FORCE_COLOR="0",
+        NO_COLOR="1",
+        PY_COLORS="0",
+    )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_molecule_scenario(scenario: str, molecule_env: dict[str, str], record_property) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
+        cwd=REPO,
+        env=molecule_env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=SCENARIO_TIMEOUT,
+    )
+    seconds = time.monotonic() - started
+    record_property("seconds", round(seconds, 1))
+    print(f"molecule scenario {scenario}: {seconds:.0f} s, exit {result.returncode}")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-12000:]
