@@ -20,6 +20,12 @@ process.argv = [process.argv[0], 'pouchdb-server',
   '--host', '0.0.0.0', '--port', '5984',
   '--dir', path.join(dataDir, 'db'), '--config', configFile];
 fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
+// pouchdb-server 4.2.0 dies of an unhandled rejection when a replication fails (a peer's
+// 401, a replication document deleted while it runs): with a full mesh one bad peer would
+// crash-loop every node. Log it and keep serving; the replication shows as failed.
+process.on('unhandledRejection', (reason) => {
+  console.error('[error] unhandled rejection, server kept running:', reason);
+});
 // As PID 1, node ignores SIGTERM unless told: docker stop would wait 10 s and kill.
 for (const signal of ['SIGTERM', 'SIGINT']) {
   process.on(signal, () => process.exit(0));

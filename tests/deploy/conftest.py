@@ -1,0 +1,225 @@
+"""A deployment of the whole system with the real Docker engine, under a project of its own.
+
+Everything the tests make is named `kunotest-...` (containers, networks, volumes) and
+lives under a temporary kuno_root, so a `make deploy` on the same machine is left alone;
+all of it is removed at the end, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.pouchdb import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+PROJECT = "kunotest"
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
+    r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
+    re.MULTILINE,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "docker: needs a running Docker engine (deploys containers)")
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, check=False, timeout=120
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def docker_answers() -> bool:
+    try:
+        return (
+            subprocess.run(
+                ["docker", "info"], capture_output=True, check=False, timeout=30
+            ).returncode
+            == 0
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+    seconds: float
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        return {
+            m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+            for m in RECAP.finditer(self.output)
+        }
+
+    @property
+    def changed(self) -> int:
+        return sum(host["changed"] for host in self.recap().values())
+
+    def changed_tasks(self) -> list[str]:
+        """The names of the tasks that reported a change, for a failing assertion."""
+        tasks, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                current = line
+            elif line.startswith("changed:"):
+                tasks.append(f"{current} {line}")
+        return tasks
+
+
+@dataclass
+class Deployment:
+    root: Path
+    extra_vars_file: Path
+    release: str
+    proxy_port: int
+    inventories: list[Path] = field(default_factory=lambda: [REPO / "inventories" / "local"])
+    log: list[str] = field(default_factory=list)
+
+    def run(self, playbook: str, *args: str, timeout: float = 900) -> Run:
+        command = [str(ANSIBLE_PLAYBOOK), playbook, "-e", f"@{self.extra_vars_file}"]
+        for inventory in self.inventories:
+            command += ["-i", str(inventory)]
+        command += list(args)
+        env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1")
+        started = time.monotonic()
+        result = subprocess.run(
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
+        run = Run(result.returncode, result.stdout + result.stderr, time.monotonic() - started)
+        self.log.append(f"{' '.join(command[1:])}: rc={run.returncode} in {run.seconds:.1f} s")
+        return run
+
+    def deploy(self, *args: str) -> Run:
+        run = self.run("deploy.yml", *args)
+        assert run.returncode == 0, run.output[-6000:]
+        return run
+
+    def container(self, role: str, node: str | None = None) -> str:
+        return f"{PROJECT}-{role}-{node}" if node else f"{PROJECT}-{role}"
+
+    def address(self, container: str) -> str:
+        return docker(
+            "inspect",
+            "-f",
+            f'{{{{(index .NetworkSettings.Networks "{PROJECT}-internal").IPAddress}}}}',
+            container,
+        )
+
+    def admin_password(self) -> str:
+        return (REPO / "build" / "secrets" / f"{PROJECT}-couchdb-admin").read_text().strip()
+
+    def couchdb(self, node: str, path: str) -> tuple[int, Any]:
+        """GET on a node's CouchDB as its admin, from this host."""
+        request = urllib.request.Request(
+            f"http://{self.address(self.container('couchdb', node))}:5984{path}",
+            headers={"Accept": "application/json"},
+        )
+        password = self.admin_password()
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+    def message_ids(self, node: str) -> set[str]:
+        status, body = self.couchdb(node, "/messages/_all_docs")
+        assert status == 200, body
+        return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}
+
+    def replications(self, node: str) -> dict[str, str]:
+        status, body = self.couchdb(node, "/_replicator/_all_docs?include_docs=true")
+        assert status == 200, body
+        return {
+            row["id"]: row["doc"].get("_replication_state", "")
+            for row in body["rows"]
+            if row["id"].startswith("kuno-")
+        }
+
+    def record(self, host: str) -> dict[str, Any]:
+        return json.loads((self.root / "releases" / f"{host}.json").read_text())
+
+    def proxy(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.proxy_port}{path}", timeout=10
+            ) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def remove_everything(self) -> None:
+        """Containers, networks and volumes of the project, the host directory, test images."""
+        containers = docker("ps", "-aq", "--filter", f"label=kuno.project={PROJECT}", check=False)
+        if containers:
+            docker("rm", "-f", *containers.split(), check=False)
+        for network in (f"{PROJECT}-internal", f"{PROJECT}-public"):
+            docker("network", "rm", network, check=False)
+        volumes = docker("volume", "ls", "-q", "--filter", f"label=kuno.project={PROJECT}")
+        if volumes:
+            docker("volume", "rm", "-f", *volumes.split(), check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    if not docker_answers():
+        pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("no .venv: run make venv")
+    root = tmp_path_factory.mktemp("kunotest-root")
+    release = subprocess.run(
+        [str(REPO / "scripts" / "release-version")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    proxy_port = free_port()
+    extra = root.parent / "kunotest-vars.json"
+    # Pinned for the whole session: other edits of the tree must not make a new release.
+    extra.write_text(
+        json.dumps(
+            {
+                "kuno_project": PROJECT,
+                "kuno_root": str(root),
+                "kuno_release": release,
+                "proxy_http_port": proxy_port,
+            }
+        )
+    )
+    deployment = Deployment(root, extra, release, proxy_port)
+    deployment.remove_everything()
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        yield deployment
+    finally:
+        deployment.remove_everything()
+        print("\n".join(["", "deployment runs:", *deployment.log]))

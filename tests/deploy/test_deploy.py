@@ -1,0 +1,256 @@
+"""`ansible-playbook deploy.yml` against the real Docker engine here, as ops run it.
+
+One scenario, in order (each test builds on the state the previous one left): a cold
+deploy, an idempotent re-run and a check-mode run that change nothing, verify.yml, a new
+release rolled out one storage node at a time while messages are being sent (none is
+lost), rollback.yml, a fourth storage node added and removed, and the degraded mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from kuno.client.api import KunoClient
+from kuno.client.crypto import KeyPair
+from tests.deploy.conftest import PROJECT, Deployment, docker
+from tests.support.pouchdb import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NODES = ["node1", "node2", "node3"]
+PASSWORD = "correct horse battery staple"
+
+
+def running_image(container: str) -> str:
+    return docker("inspect", "-f", "{{.Config.Image}}", container)
+
+
+def env_of(container: str) -> dict[str, str]:
+    lines = docker("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", container)
+    return dict(line.split("=", 1) for line in lines.splitlines() if "=" in line)
+
+
+@pytest.fixture(scope="module")
+def deployed(deployment: Deployment) -> Deployment:
+    run = deployment.deploy()
+    deployment.log.append(f"cold deploy (images present or built): {run.seconds:.1f} s")
+    return deployment
+
+
+def test_a_cold_deploy_runs_every_container_healthy_behind_the_proxy(deployed: Deployment) -> None:
+    for node in NODES:
+        assert docker("inspect", "-f", "{{.State.Running}}", f"{PROJECT}-couchdb-{node}") == "true"
+        status, health = deployed.proxy(f"/{node}/health")
+        assert status == 200, health
+        assert health["node"] == node
+    # The full mesh: every node pulls both databases from both others.
+    for node in NODES:
+        peers = [peer for peer in NODES if peer != node]
+        expected = {f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers}
+        assert set(deployed.replications(node)) == expected
+
+
+def test_a_second_run_changes_nothing(deployed: Deployment) -> None:
+    run = deployed.deploy()
+    deployed.log.append(f"idempotent re-run: {run.seconds:.1f} s")
+    assert run.changed == 0, run.changed_tasks()
+
+
+def test_check_mode_on_the_deployed_system_reports_no_change(deployed: Deployment) -> None:
+    run = deployed.deploy("--check", "--diff")
+    assert run.changed == 0, run.changed_tasks()
+
+
+def test_verify_passes_and_names_the_node_when_one_is_down(deployed: Deployment) -> None:
+    run = deployed.run("playbooks/verify.yml")
+    assert run.returncode == 0, run.output[-4000:]
+
+    docker("stop", f"{PROJECT}-standard-node2")
+    try:
+        run = deployed.run("playbooks/verify.yml", "-e", "verify_health_timeout=2")
+        assert run.returncode != 0
+        assert "node2: not running: standard" in run.output
+    finally:
+        docker("start", f"{PROJECT}-standard-node2")
+
+
+class Sender:
+    """Sends messages through the proxy from a thread of its own until stopped.
+
+    Like a real client it sends each message until it is acknowledged, reconnecting when
+    the master restarts (same message id: the servers dedupe).
+    """
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.acked: list[str] = []
+        self.retries: list[str] = []
+        self.lost: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
+
+    async def _main(self) -> None:
+        nodes = [f"{self.base}/{node}" for node in NODES]
+        alice = KunoClient(self.base, nodes)
+        bob = KunoClient(self.base, nodes)
+        socket = None
+        try:
+            names = {who: f"{who}-{secrets.token_hex(4)}" for who in ("alice", "bob")}
+            for client, who in ((alice, "alice"), (bob, "bob")):
+                await client.register(names[who], PASSWORD, KeyPair.generate())
+                await client.login(names[who], PASSWORD)
+            while not self._stop.is_set():
+                outgoing = await alice.seal(names["bob"], f"sent at {time.time()}")
+                deadline = time.monotonic() + 90
+                while True:
+                    try:
+                        if socket is None:
+                            socket = alice.connect()
+                            await socket.open()
+                        ack = await socket.send_sealed(outgoing, within=10)
+                        self.acked.append(ack.id)
+                        break
+                    except Exception as exc:  # a retry, as a client does
+                        self.retries.append(repr(exc))
+                        if socket is not None:
+                            with contextlib.suppress(Exception):
+                                await socket.close()
+                            socket = None
+                        if time.monotonic() > deadline:
+                            self.lost.append(outgoing.id)
+                            break
+                        await asyncio.sleep(0.5)
+                await asyncio.sleep(0.1)
+        finally:
+            if socket is not None:
+                with contextlib.suppress(Exception):
+                    await socket.close()
+            await alice.close()
+            await bob.close()
+
+    def __enter__(self) -> Sender:
+        self._thread.start()
+        wait_until(lambda: self.acked or self.lost or not self._thread.is_alive(), 60)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(120)
+
+
+@pytest.fixture(scope="module")
+def second_release(deployed: Deployment) -> Iterator[str]:
+    """A new release: its own image tags (built) and a configuration change."""
+    first = deployed.release
+    second = f"{first}-next"
+    yield second
+    for image in ("standard", "master"):
+        docker("rmi", f"kuno/{image}:{second}", check=False)
+    deployed.release = first
+
+
+def test_a_new_release_restarts_storage_nodes_one_at_a_time_losing_no_message(
+    deployed: Deployment, second_release: str
+) -> None:
+    before = {node: running_image(f"{PROJECT}-standard-{node}") for node in NODES}
+    with Sender(deployed.proxy_port) as sender:
+        run = deployed.deploy(
+            "-e", f"kuno_release={second_release}", "-e", "standard_node_log_level=debug"
+        )
+        time.sleep(1)
+    deployed.log.append(f"new release (app images built): {run.seconds:.1f} s")
+    assert sender.acked, sender.retries[:5]
+    assert not sender.lost, sender.retries[-5:]
+    deployed.log.append(
+        f"messages acknowledged during the new release: {len(sender.acked)}, "
+        f"resends: {len(sender.retries)}"
+    )
+    for node in NODES:
+        assert running_image(f"{PROJECT}-standard-{node}") == f"kuno/standard:{second_release}"
+        assert before[node] != f"kuno/standard:{second_release}"
+    # One storage node at a time: each standard node started after the previous one was up.
+    started = [
+        docker("inspect", "-f", "{{.State.StartedAt}}", f"{PROJECT}-standard-{node}")
+        for node in NODES
+    ]
+    assert started == sorted(started), started
+    # Every acknowledged message is stored on every node (after replication catches up).
+    acked = set(sender.acked)
+    for node in NODES:
+        wait_until(lambda node=node: acked <= deployed.message_ids(node), 30)
+    record = deployed.record("node1")
+    assert record["current"]["release"] == second_release
+    assert record["previous"]["release"] == deployed.release
+
+
+def test_rollback_returns_to_the_previous_release_without_rebuilding(
+    deployed: Deployment, second_release: str
+) -> None:
+    stored = deployed.message_ids("node1")
+    run = deployed.run("rollback.yml")
+    deployed.log.append(f"rollback: {run.seconds:.1f} s")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "Build the images" not in run.output
+    assert run.seconds < 60
+    for node in NODES:
+        container = f"{PROJECT}-standard-{node}"
+        assert env_of(container)["KUNO_LOG_LEVEL"] == "info"
+        assert running_image(container).startswith("sha256:")
+        status, health = deployed.proxy(f"/{node}/health")
+        assert status == 200, health
+    # Data untouched.
+    assert stored <= deployed.message_ids("node1")
+    record = deployed.record("node1")
+    assert record["current"]["release"] == deployed.release
+    assert record["previous"]["release"] == second_release
+
+
+def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_path) -> None:
+    extra = tmp_path / "node4.yml"
+    extra.write_text("all:\n  children:\n    couchdb_nodes:\n      hosts:\n        node4:\n")
+    deployed.inventories.append(extra)
+    try:
+        deployed.deploy()
+        nodes = [*NODES, "node4"]
+        for node in nodes:
+            peers = [peer for peer in nodes if peer != node]
+            assert set(deployed.replications(node)) == {
+                f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers
+            }
+        assert deployed.proxy("/node4/health")[0] == 200
+    finally:
+        deployed.inventories.remove(extra)
+    deployed.deploy()
+    assert not docker(
+        "ps",
+        "-aq",
+        "--filter",
+        "label=kuno.node=node4",
+        "--filter",
+        f"label=kuno.project={PROJECT}",
+    )
+    for node in NODES:
+        assert not any("node4" in rid for rid in deployed.replications(node))
+    run = deployed.run("playbooks/verify.yml")
+    assert run.returncode == 0, run.output[-4000:]
+
+
+def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
+    run = deployed.run("playbooks/disable_storage.yml")
+    assert run.returncode == 0, run.output[-4000:]
+    assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "false"
+    for node in NODES:
+        assert docker("inspect", "-f", "{{.State.Running}}", f"{PROJECT}-couchdb-{node}") == "false"
+
+    run = deployed.run("playbooks/restore_storage.yml")
+    assert run.returncode == 0, run.output[-4000:]
+    assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "true"
+    run = deployed.run("playbooks/verify.yml")
+    assert run.returncode == 0, run.output[-4000:]
