@@ -231,6 +231,32 @@ def raw_fan_out(
     return fan_out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by groups of processes between start() and stop()."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = groups
+        self._start: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
+
+    def start(self) -> None:
+        self._start = self._now()
+
+    def per_message(self, messages: int) -> str:
+        used = {name: value - self._start[name] for name, value in self._now().items()}
+        return "CPU ms per message: " + ", ".join(
+            f"{name} {1000 * seconds / max(1, messages):.2f}" for name, seconds in used.items()
+        )
+
+
 def wait_for_replication(servers: list[PouchServer]) -> None:
     """Until every server holds the same number of messages: the mesh has caught up."""
 
@@ -297,9 +323,18 @@ async def main() -> None:
                 await account(session, master, recipient)  # offline: every message is stored
                 tokens = [await account(session, master, f"sender{i}") for i in range(args.senders)]
                 sockets = await open_sockets(session, master, tokens)
+                meter = CpuMeter(
+                    {
+                        "master": [master_process.pid],
+                        "3 standard nodes": [p.pid for p in processes[:NODES]],
+                        "3 pouchdb-servers": [s._process.pid for s in servers if s._process],
+                    }
+                )
+                meter.start()
                 results.append(await closed_loop_sends(sockets, recipient, args.duration))
                 print(results[-1].line(), flush=True)
                 wait_for_replication(servers)
+                print("  " + meter.per_message(len(results[-1].latencies)), flush=True)
 
                 results.append(
                     await open_loop(
