@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
 RUNNING_STATES = ("running", "triggered", "pending")
 SEND_BATCH = 10
+TOKEN_REUSE = 600  # seconds; the master's tokens live 900
 
 
 def docker(*args: str, check: bool = True) -> str:
@@ -214,16 +215,30 @@ async def saved_user(system: System, state: dict[str, Any], who: str) -> Any:
     saved = state["users"].get(who)
     if saved is None:
         client = await new_user(system, who)
-        state["users"][who] = {"name": client.username, "key": client.keys.private_b64}
-        return client
-    client = KunoClient(system.base_url, system.node_urls)
-    await client.login(saved["name"], PASSWORD, KeyPair.from_private_b64(saved["key"]))
+    else:
+        client = KunoClient(system.base_url, system.node_urls)
+        keys = KeyPair.from_private_b64(saved["key"])
+        # The master limits logins per user (a burst of 5): reuse the token while it is fresh.
+        if time.time() < saved.get("token_until", 0):
+            client.use(saved["name"], saved["token"], keys)
+            return client
+        await client.login(saved["name"], PASSWORD, keys)
+    state["users"][who] = {
+        "name": client.username,
+        "key": client.keys.private_b64,
+        "token": client.token,
+        "token_until": time.time() + TOKEN_REUSE,
+    }
+    system.save(state)
     return client
 
 
-async def send_offline(system: System, tag: str, count: int, min_stored: int) -> list[str]:
+async def send_offline(
+    system: System, tag: str, count: int, min_stored: int, stored_on: dict[int, int]
+) -> list[str]:
     """alice sends `count` messages to bob (offline); each is acknowledged as stored on at
-    least `min_stored` nodes. Their ids are remembered under `tag`."""
+    least `min_stored` nodes (stored_on counts the acks by their node count). Their ids are
+    remembered under `tag`."""
     state = system.load()
     alice = await saved_user(system, state, "alice")
     bob = await saved_user(system, state, "bob")
@@ -242,6 +257,7 @@ async def send_offline(system: System, tag: str, count: int, min_stored: int) ->
                     assert ack.stored >= min_stored, f"{ack.id} stored on {ack.stored}/{ack.nodes}"
                     assert not ack.delivered
                     ids.append(ack.id)
+                    stored_on[ack.stored] = stored_on.get(ack.stored, 0) + 1
     finally:
         await alice.close()
         await bob.close()
@@ -354,6 +370,16 @@ async def send_online(system: System, tag: str, count: int, storage: str) -> lis
     kept.setdefault(tag, []).extend(ids)
     system.save(state)
     return ids
+
+
+def healthy(system: System, node: str) -> bool:
+    """The node's standard node answers /health 200 (its CouchDB reachable), asked directly."""
+    url = f"http://{system.address(system.container('standard', node))}:4001/health"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except urllib.error.URLError:
+        return False
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -471,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     absent = commands.add_parser("absent", help="assert nodes hold none of a tag's messages")
     absent.add_argument("--nodes", required=True)
     absent.add_argument("--tag", required=True)
+    health = commands.add_parser("healthy", help="wait until a standard node reaches CouchDB")
+    health.add_argument("--node", required=True)
+    health.add_argument("--within", type=float, required=True)
     replicating = commands.add_parser("replicating", help="wait until every replication runs")
     replicating.add_argument("--within", type=float, required=True)
     rejoining = commands.add_parser("rejoin", help="time a restarted CouchDB's replications")
@@ -483,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reset":
         system.state_file.unlink(missing_ok=True)
     elif args.command == "send":
-        ids = asyncio.run(send_offline(system, args.tag, args.count, args.min_stored))
-        report["sent"] = len(ids)
+        stored_on: dict[int, int] = {}
+        ids = asyncio.run(send_offline(system, args.tag, args.count, args.min_stored, stored_on))
+        report |= {"sent": len(ids), "acks_by_nodes_stored": stored_on}
     elif args.command == "online":
         ids = asyncio.run(send_online(system, args.tag, args.count, args.storage))
         report["sent"] = len(ids)
@@ -515,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
             held = ids & system.message_ids(node)
             if held:
                 raise SystemExit(f"{node} holds {len(held)} message(s) of {args.tag}")
+    elif args.command == "healthy":
+        seconds = wait_until(lambda: healthy(system, args.node), args.within, f"{args.node} healthy")
+        report["seconds"] = round(seconds, 2)
     elif args.command == "replicating":
         seconds = wait_until(
             lambda: all(system.replications_running(node) for node in system.nodes),
