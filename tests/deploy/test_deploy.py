@@ -212,6 +212,27 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     assert record["previous"]["release"] == second_release
 
 
+def test_a_failed_start_keeps_the_previous_release_and_names_node_and_cause(
+    deployed: Deployment,
+) -> None:
+    before = env_of(f"{PROJECT}-standard-node1")
+    run = deployed.run(
+        "deploy.yml",
+        "-e",
+        '{"standard_node_env": {"KUNO_PAGE_LIMIT": "0"}, "standard_node_health_timeout": 8}',
+    )
+    assert run.returncode != 0
+    assert "node1: standard node: container kunotest-standard-node1" in run.output
+    assert "Previous release restored" in run.output
+    assert "KUNO_PAGE_LIMIT" in run.output  # the cause, from the service's own log line
+    # node1 runs its previous container again; node2 and node3 were never touched.
+    assert env_of(f"{PROJECT}-standard-node1") == before
+    for node in NODES:
+        status, health = deployed.proxy(f"/{node}/health")
+        assert status == 200, (node, health)
+    deployed.deploy()  # and a good deploy after it is fine
+
+
 def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_path) -> None:
     extra = tmp_path / "node4.yml"
     extra.write_text("all:\n  children:\n    couchdb_nodes:\n      hosts:\n        node4:\n")
