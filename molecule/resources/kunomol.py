@@ -421,45 +421,47 @@ def describe(system: System, nodes: list[str], tags: list[str] | None = None) ->
     return "; ".join(lines)
 
 
-def rejoin(system: System, node: str, within: float) -> dict[str, float]:
-    """Right after `node`'s CouchDB was started again: seconds until it answers, until it holds
-    everything the others stored meanwhile (its pulls run), and until a document written on
-    it is readable on every other node (their pulls from it run again)."""
+def caught_up(system: System, node: str, within: float) -> dict[str, float]:
+    """Right after `node`'s CouchDB was started again: seconds until it answers and until it
+    holds everything the others stored meanwhile (its own pulls run again)."""
     started = time.monotonic()
-
-    def left() -> float:
-        return within - (time.monotonic() - started)
-
-    wait_until(lambda: system.couch(node, "/messages")[0] == 200, left(), f"{node} answers")
+    wait_until(lambda: system.couch(node, "/messages")[0] == 200, within, f"{node} answers")
     answers = time.monotonic() - started
     try:
-        wait_until(lambda: converged(system, system.nodes), left(), f"{node} caught up")
+        wait_until(
+            lambda: converged(system, system.nodes),
+            within - answers,
+            f"{node} caught up",
+        )
     except AssertionError as exc:
         raise AssertionError(f"{exc}: {describe(system, system.nodes)}") from None
-    caught_up = time.monotonic() - started
+    return {"answers": round(answers, 2), "caught_up": round(time.monotonic() - started, 2)}
+
+
+def spreads(system: System, node: str, within: float) -> dict[str, Any]:
+    """Whether a document written on `node` is readable on every other node within `within`
+    seconds (their pulls from it run), and how long it took; the document is removed again."""
+    started = time.monotonic()
     doc_id = f"kunomol-probe-{secrets.token_hex(6)}"
     status, body = system.couch(node, f"/messages/{doc_id}", "PUT", {"type": "probe"})
     if status not in (201, 202):
         raise RuntimeError(f"{node}: probe answered {status}: {body}")
-    for other in system.nodes:
-        wait_until(
-            lambda other=other: system.couch(other, f"/messages/{doc_id}")[0] == 200,
-            left(),
-            f"a document written on {node} readable on {other}",
-        )
-    spread = time.monotonic() - started
-    system.couch(node, f"/messages/{doc_id}?rev={body['rev']}", "DELETE")
-    for other in system.nodes:
-        wait_until(
-            lambda other=other: system.couch(other, f"/messages/{doc_id}")[0] == 404,
-            left(),
-            f"the probe deleted on {node} gone from {other}",
-        )
-    return {
-        "answers": round(answers, 2),
-        "caught_up": round(caught_up, 2),
-        "its_writes_everywhere": round(spread, 2),
-    }
+    try:
+        for other in system.nodes:
+            wait_until(
+                lambda other=other: system.couch(other, f"/messages/{doc_id}")[0] == 200,
+                within - (time.monotonic() - started),
+                f"a document written on {node} readable on {other}",
+            )
+    except AssertionError as exc:
+        return {"spread": False, "seconds": None, "why": str(exc)}
+    finally:
+        # Deleted on every node that has it: none keeps it, whatever the outcome.
+        for other in system.nodes:
+            code, doc = system.couch(other, f"/messages/{doc_id}")
+            if code == 200:
+                system.couch(other, f"/messages/{doc_id}?rev={doc['_rev']}", "DELETE")
+    return {"spread": True, "seconds": round(time.monotonic() - started, 2)}
 
 
 # --- the command line of the side-effect playbooks -----------------------------------------
@@ -502,9 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     health.add_argument("--within", type=float, required=True)
     replicating = commands.add_parser("replicating", help="wait until every replication runs")
     replicating.add_argument("--within", type=float, required=True)
-    rejoining = commands.add_parser("rejoin", help="time a restarted CouchDB's replications")
-    rejoining.add_argument("--node", required=True)
-    rejoining.add_argument("--within", type=float, required=True)
+    catching = commands.add_parser("caught-up", help="time a restarted CouchDB's own pulls")
+    catching.add_argument("--node", required=True)
+    catching.add_argument("--within", type=float, required=True)
+    spreading = commands.add_parser("spreads", help="time a write on a node to reach the others")
+    spreading.add_argument("--node", required=True)
+    spreading.add_argument("--within", type=float, required=True)
     args = parser.parse_args(argv)
 
     system = System(args.scenario_dir.resolve())
@@ -546,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
             if held:
                 raise SystemExit(f"{node} holds {len(held)} message(s) of {args.tag}")
     elif args.command == "healthy":
-        seconds = wait_until(lambda: healthy(system, args.node), args.within, f"{args.node} healthy")
+        seconds = wait_until(
+            lambda: healthy(system, args.node), args.within, f"{args.node} healthy"
+        )
         report["seconds"] = round(seconds, 2)
     elif args.command == "replicating":
         seconds = wait_until(
@@ -555,8 +562,10 @@ def main(argv: list[str] | None = None) -> int:
             "every replication running",
         )
         report["seconds"] = round(seconds, 2)
-    elif args.command == "rejoin":
-        report |= rejoin(system, args.node, args.within)
+    elif args.command == "caught-up":
+        report |= caught_up(system, args.node, args.within)
+    elif args.command == "spreads":
+        report |= spreads(system, args.node, args.within)
     print(json.dumps(report))
     return 0
 
