@@ -62,19 +62,23 @@ def molecule_env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
-def test_molecule_scenario(scenario: str, molecule_env: dict[str, str], record_property) -> None:
+def test_molecule_scenario(
+    scenario: str, molecule_env: dict[str, str], tmp_path: Path, record_property
+) -> None:
+    log = tmp_path / f"molecule-{scenario}.log"  # followed while it runs: tail -f
+    print(f"molecule scenario {scenario}: log {log}")
     started = time.monotonic()
-    result = subprocess.run(
-        [str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
-        cwd=REPO,
-        env=molecule_env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=SCENARIO_TIMEOUT,
-    )
+    with log.open("w") as output:
+        result = subprocess.run(
+            [str(VENV_BIN / "molecule"), "test", "--scenario-name", scenario],
+            cwd=REPO,
+            env=molecule_env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=SCENARIO_TIMEOUT,
+        )
     seconds = time.monotonic() - started
     record_property("seconds", round(seconds, 1))
     print(f"molecule scenario {scenario}: {seconds:.0f} s, exit {result.returncode}")
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-12000:]
+    assert result.returncode == 0, log.read_text()[-12000:]
