@@ -6,6 +6,8 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 POUCHDB := images/pouchdb-server/node_modules/.bin/pouchdb-server
+# The venv's tools (ansible-playbook, molecule, ...) first, for the tools they start.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: test deploy venv pouchdb lint unit
 
@@ -22,9 +24,14 @@ $(POUCHDB): images/pouchdb-server/package.json images/pouchdb-server/package-loc
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/yamllint --strict .
+	$(VENV)/bin/ansible-lint --offline
 
-test: venv pouchdb lint
-	$(VENV)/bin/pytest
+# Every test: unit and integration (real pouchdb-servers), the modules' playbooks, the
+# deployment on this machine's Docker, and the molecule scenarios. Docker is started
+# first so that nothing is skipped for want of it.
+test: venv pouchdb lint docker
+	$(VENV)/bin/pytest --durations=15
 
 # --- deployment (issue 5) ---------------------------------------------------------
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
