@@ -35,10 +35,6 @@ RECAP = re.compile(
 )
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "docker: needs a running Docker engine (deploys containers)")
-
-
 def docker(*args: str, check: bool = True) -> str:
     result = subprocess.run(
         ["docker", *args], capture_output=True, text=True, check=False, timeout=120
