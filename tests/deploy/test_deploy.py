@@ -267,8 +267,11 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
     run = deployed.run("playbooks/disable_storage.yml")
     assert run.returncode == 0, run.output[-4000:]
     assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "false"
+    running = "{{.State.Running}}"
     for node in NODES:
-        assert docker("inspect", "-f", "{{.State.Running}}", f"{PROJECT}-couchdb-{node}") == "false"
+        assert docker("inspect", "-f", running, f"{PROJECT}-standard-{node}") == "false"
+        # CouchDB stays up: it holds the master's accounts.
+        assert docker("inspect", "-f", running, f"{PROJECT}-couchdb-{node}") == "true"
 
     run = deployed.run("playbooks/restore_storage.yml")
     assert run.returncode == 0, run.output[-4000:]
