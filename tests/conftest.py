@@ -66,8 +66,9 @@ def signer(key_pair: tuple[bytes, bytes]) -> TokenSigner:
     return TokenSigner(load_private_key(key_pair[0]), audience="kuno", ttl=300)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def master_token(signer: TokenSigner) -> str:
+    # Minted for each test: a session-long token would expire in a long run.
     return signer.sign("master", scopes=(STORE_SCOPE,))
 
 
