@@ -7,7 +7,15 @@ import binascii
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 TTL_MS = 30 * 24 * 3600 * 1000
 MAX_NONCE_BYTES = 64
@@ -47,11 +55,13 @@ class Message(BaseModel):
     nonce: Base64Text
     timestamp: StrictInt = Field(ge=0)
     expiresAt: StrictInt = Field(ge=0)
+    # Measured once while validating: the size check and the store both need it.
+    _ciphertext_bytes: int = PrivateAttr(default=0)
 
     @model_validator(mode="after")
     def _check(self) -> Message:
         canonical_uuid(self.id)
-        decoded_size(self.ciphertext, "ciphertext")
+        self._ciphertext_bytes = decoded_size(self.ciphertext, "ciphertext")
         if decoded_size(self.nonce, "nonce") > MAX_NONCE_BYTES:
             raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
         if not self.timestamp < self.expiresAt <= self.timestamp + TTL_MS:
@@ -60,7 +70,7 @@ class Message(BaseModel):
 
     @property
     def ciphertext_bytes(self) -> int:
-        return decoded_size(self.ciphertext, "ciphertext")
+        return self._ciphertext_bytes
 
     def to_document(self) -> dict[str, Any]:
         """The CouchDB document: the same bytes on every node, so the same revision."""
