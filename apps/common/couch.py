@@ -159,14 +159,25 @@ class CouchClient:
             return []
         return [leaf["ok"] for leaf in leaves if "ok" in leaf and not leaf["ok"].get("_deleted")]
 
+    async def bulk_docs(self, db: str, docs: list[JSON]) -> list[JSON]:
+        """Write the documents in one _bulk_docs; one result per document, in order.
+
+        Each result is `{"id", "rev"}` or `{"id", "error", "reason"}` (a conflict is
+        `"error": "conflict"`): the request succeeds even when some documents fail.
+        """
+        results = await self.request(
+            "POST", f"/{quote(db, safe='')}/_bulk_docs", json={"docs": docs}
+        )
+        if not isinstance(results, list) or len(results) != len(docs):
+            raise CouchError(502, "bad_response", "_bulk_docs did not answer every document")
+        return results
+
     async def tombstone(self, db: str, leaves: Iterable[JSON]) -> None:
         """Delete the given leaf revisions in one _bulk_docs."""
         tombstones = [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in leaves]
         if not tombstones:
             return
-        results = await self.request(
-            "POST", f"/{quote(db, safe='')}/_bulk_docs", json={"docs": tombstones}
-        )
+        results = await self.bulk_docs(db, tombstones)
         failed = [r for r in results if "error" in r]
         if failed:
             # A leaf written meanwhile: the caller may retry; report the first cause.

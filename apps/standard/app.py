@@ -28,10 +28,10 @@ PREPARE_RETRY_SECONDS = 2.0
 def create_app(settings: StandardSettings) -> web.Application:
     registry = CollectorRegistry()
     http_metrics = HttpMetrics(registry)
-    # Bodies carry base64 ciphertext (4/3 of its size) plus a little JSON.
-    max_body = settings.max_ciphertext_bytes * 4 // 3 + 16 * 1024
+    # The largest body any route takes; each route refuses more than its own limit.
     app = web.Application(
-        middlewares=[make_error_middleware(http_metrics)], client_max_size=max_body
+        middlewares=[make_error_middleware(http_metrics)],
+        client_max_size=settings.max_batch_body,
     )
     app[keys.SETTINGS] = settings
     app[keys.REGISTRY] = registry

@@ -20,6 +20,10 @@ class StandardSettings(KunoSettings):
     token_public_key_file: FilePath
     token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
     max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
+    #: POST /messages/batch: at most this many messages and this many body bytes (a single
+    #: message always fits, whatever this says).
+    max_batch_messages: int = Field(default=500, ge=1, le=10000)
+    max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     page_limit: int = Field(default=100, ge=1, le=1000)
     max_page_limit: int = Field(default=1000, ge=1, le=10000)
     sweep_interval: float = Field(default=300.0, gt=0)
@@ -36,6 +40,15 @@ class StandardSettings(KunoSettings):
         except (OSError, ValueError) as exc:
             raise ValueError(f"not a readable Ed25519 public key PEM ({exc})") from None
         return path
+
+    @property
+    def max_message_body(self) -> int:
+        """POST /messages: base64 ciphertext (4/3 of its size) plus a little JSON."""
+        return self.max_ciphertext_bytes * 4 // 3 + 16 * 1024
+
+    @property
+    def max_batch_body(self) -> int:
+        return max(self.max_batch_bytes, self.max_message_body + 1024)
 
     @property
     def couchdb_password_value(self) -> str | None:

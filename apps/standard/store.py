@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from kuno.common.couch import Conflict, CouchClient
+from kuno.common.couch import CouchClient
 from kuno.standard.messages import Message
 
 log = logging.getLogger("kuno.standard.store")
@@ -44,6 +45,20 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """One message's outcome in a store: created, already there, or refused by CouchDB."""
+
+    id: str
+    created: bool
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"id": self.id, "stored": False, "error": self.error}
+        return {"id": self.id, "stored": True, "created": self.created}
+
+
+@dataclass(frozen=True)
 class Page:
     messages: list[dict[str, Any]]
     next: Cursor | None
@@ -75,19 +90,35 @@ class MessageStore:
         )
         await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
 
-    async def store(self, message: Message) -> bool:
-        """Store the message; True when new, False when it was already here (or deleted)."""
-        try:
-            result = await self.couch.put(self.database, message.id, message.to_document())
-        except Conflict:
-            return False
-        if not result["rev"].startswith("1-"):
-            # It was stored and deleted before: PUT over a tombstone revived it. A
-            # delivered message must stay deleted, so delete it again.
-            await self.couch.delete_all_leaves(self.database, [message.id])
-            return False
-        self.metrics.stored.inc()
-        return True
+    async def store(self, messages: Sequence[Message]) -> list[Stored]:
+        """Store the messages in one _bulk_docs; one result each, in order.
+
+        New → created; already here (a conflict) or deleted before → not created, still a
+        success. The ids must be distinct.
+        """
+        results = await self.couch.bulk_docs(
+            self.database, [message.to_document() for message in messages]
+        )
+        stored: list[Stored] = []
+        revived: list[str] = []
+        for message, result in zip(messages, results, strict=True):
+            error = result.get("error")
+            if error == "conflict":
+                stored.append(Stored(message.id, created=False))
+            elif error is not None:
+                log.warning("couchdb refused a message", extra={"id": message.id, "cause": error})
+                stored.append(Stored(message.id, created=False, error=str(error)))
+            elif not str(result.get("rev", "")).startswith("1-"):
+                # It was stored and deleted before: writing over the tombstone revived it.
+                # A delivered message must stay deleted, so delete it again.
+                revived.append(message.id)
+                stored.append(Stored(message.id, created=False))
+            else:
+                stored.append(Stored(message.id, created=True))
+        if revived:
+            await self.couch.delete_all_leaves(self.database, revived)
+        self.metrics.stored.inc(sum(result.created for result in stored))
+        return stored
 
     async def page(self, recipient: str, now_ms: int, limit: int, after: Cursor | None) -> Page:
         """Non-expired messages of one recipient, oldest first; expired ones met are deleted."""

@@ -25,21 +25,65 @@ def now_ms() -> int:
 
 @routes.post("/messages")
 async def store_message(request: web.Request) -> web.Response:
-    identity = authenticate(request, request.app[keys.VERIFIER])
-    if not identity.is_master:
-        fail(web.HTTPForbidden, "forbidden", "only the master stores messages")
+    """One message: a batch of one, answered 201 stored or 200 already stored."""
+    settings = request.app[keys.SETTINGS]
+    _require_master(request)
+    _refuse_longer_than(request, settings.max_message_body)
+    message = _validate(await read_json_object(request), settings.max_ciphertext_bytes)
+    [result] = await request.app[keys.STORE].store([message])
+    if result.error is not None:
+        raise couch.CouchError(502, result.error, "CouchDB refused the message")
+    return web.json_response(result.as_json(), status=201 if result.created else 200)
+
+
+@routes.post("/messages/batch")
+async def store_messages(request: web.Request) -> web.Response:
+    """`{"messages": [...]}` in one CouchDB write; every message is checked first and one
+    bad message refuses the whole batch (400/413, nothing stored). 200 with one result per
+    message, in order: `{"id", "stored": true, "created": bool}`, or
+    `{"id", "stored": false, "error"}` when CouchDB refused that document."""
+    settings = request.app[keys.SETTINGS]
+    _require_master(request)
+    _refuse_longer_than(request, settings.max_batch_body)
     body = await read_json_object(request)
+    items = body.get("messages")
+    if set(body) != {"messages"} or not isinstance(items, list) or not items:
+        fail(web.HTTPBadRequest, "invalid_batch", 'the body must be {"messages": [...]}, not empty')
+    if len(items) > settings.max_batch_messages:
+        fail(PayloadTooLarge, "too_large", f"over {settings.max_batch_messages} messages")
+    messages = [
+        _validate(item, settings.max_ciphertext_bytes, f"messages[{index}]")
+        for index, item in enumerate(items)
+    ]
+    if len({message.id for message in messages}) != len(messages):
+        fail(web.HTTPBadRequest, "invalid_batch", "a message id appears twice")
+    results = await request.app[keys.STORE].store(messages)
+    return web.json_response({"results": [result.as_json() for result in results]})
+
+
+def _require_master(request: web.Request) -> None:
+    if not authenticate(request, request.app[keys.VERIFIER]).is_master:
+        fail(web.HTTPForbidden, "forbidden", "only the master stores messages")
+
+
+def _refuse_longer_than(request: web.Request, limit: int) -> None:
+    """413 before reading a body that says it is longer than this route takes."""
+    if request.content_length is not None and request.content_length > limit:
+        fail(PayloadTooLarge, "too_large", "the request body is too large")
+
+
+def _validate(body: object, max_ciphertext_bytes: int, where: str = "") -> Message:
+    """The message, or 400 (invalid) / 413 (ciphertext over the cap) naming the problem."""
+    prefix = f"{where}: " if where else ""
+    if not isinstance(body, dict):
+        fail(web.HTTPBadRequest, "invalid_message", f"{prefix}a message is a JSON object")
     try:
         message = Message.model_validate(body)
     except ValidationError as exc:
-        fail(web.HTTPBadRequest, "invalid_message", _first_problem(exc))
-    limit = request.app[keys.SETTINGS].max_ciphertext_bytes
-    if message.ciphertext_bytes > limit:
-        fail(PayloadTooLarge, "too_large", f"ciphertext over {limit} bytes")
-    created = await request.app[keys.STORE].store(message)
-    return web.json_response(
-        {"id": message.id, "stored": True, "created": created}, status=201 if created else 200
-    )
+        fail(web.HTTPBadRequest, "invalid_message", prefix + _first_problem(exc))
+    if message.ciphertext_bytes > max_ciphertext_bytes:
+        fail(PayloadTooLarge, "too_large", f"{prefix}ciphertext over {max_ciphertext_bytes} bytes")
+    return message
 
 
 @routes.get("/messages/{user_id}")
