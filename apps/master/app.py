@@ -17,7 +17,7 @@ from kuno.common.tokens import TokenSigner, TokenVerifier, load_private_key
 from kuno.common.web import HttpMetrics, make_error_middleware, metrics_handler
 from kuno.master import keys
 from kuno.master.config import MasterSettings
-from kuno.master.fanout import FanoutMetrics, ServiceToken, StandardNodes
+from kuno.master.fanout import BatchLimits, FanoutMetrics, ServiceToken, StandardNodes
 from kuno.master.ratelimit import KeyedLimiter
 from kuno.master.routing import Router, RoutingMetrics
 from kuno.master.users import Failover, UserDirectory
@@ -83,6 +83,11 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                 ServiceToken(app[keys.SIGNER]),
                 settings.store_timeout,
                 FanoutMetrics(app[keys.REGISTRY]),
+                BatchLimits(
+                    settings.store_batch_messages,
+                    settings.store_batch_bytes,
+                    settings.store_batches_in_flight,
+                ),
             )
             log.info(
                 "storing every message on every standard node",
@@ -103,6 +108,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             delivery_timeout=settings.store_timeout,
         )
         yield
+        if nodes is not None:
+            await nodes.close()
 
 
 async def _prepare_users(app: web.Application) -> AsyncIterator[None]:

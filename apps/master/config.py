@@ -38,6 +38,12 @@ class MasterSettings(KunoSettings):
     #: Every standard node; each message is stored on all of them. Empty only without storage.
     standard_node_urls: UrlList = Field(default_factory=list, validate_default=True)
     store_timeout: float = Field(default=2.0, gt=0, le=60)
+    #: Stores to one node are coalesced into `POST /messages/batch` requests: at most this
+    #: many messages and body bytes each (keep them within the nodes' max_batch_* limits),
+    #: at most this many requests in flight per node; messages arriving meanwhile wait.
+    store_batch_messages: int = Field(default=100, ge=1, le=10000)
+    store_batch_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    store_batches_in_flight: int = Field(default=2, ge=1, le=64)
     message_ttl_days: float = Field(default=30.0, gt=0, le=30)
     max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -44,6 +45,13 @@ class FanoutMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0),
             registry=registry,
         )
+        self.batch_size = Histogram(
+            "kuno_master_store_batch_size",
+            "Messages per batch request to a standard node",
+            ["node"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
 
 
 class ServiceToken:
@@ -70,6 +78,149 @@ class NodeResult:
     outcome: str  # stored | duplicate | failed (store); deleted | absent | failed (delete)
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """How the master groups stores for one node: at most `messages` and `bytes` per
+    request, at most `in_flight` requests at once."""
+
+    messages: int = 100
+    bytes: int = 1024 * 1024
+    in_flight: int = 2
+
+
+@dataclass
+class _Queued:
+    id: str
+    body: bytes  # the document's JSON, the same bytes for every node
+    future: asyncio.Future[str]
+    deadline: float  # loop time; after it the message counts as failed on this node
+
+
+class NodeWriter:
+    """One standard node's stores, coalesced: while `in_flight` batch requests are out,
+    new messages queue and leave together as the next batch. No added delay when the node
+    keeps up, bigger batches when it does not. Each message waits `timeout` at most."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        label: str,
+        token: ServiceToken,
+        timeout: float,
+        limits: BatchLimits,
+        metrics: FanoutMetrics,
+    ) -> None:
+        self.session = session
+        self.url = f"{url}/messages/batch"
+        self.label = label
+        self.token = token
+        self.timeout = timeout
+        self.limits = limits
+        self.metrics = metrics
+        self._queue: deque[_Queued] = deque()
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def store(self, message_id: str, body: bytes) -> NodeResult:
+        loop = asyncio.get_running_loop()
+        queued = _Queued(message_id, body, loop.create_future(), loop.time() + self.timeout)
+        self._queue.append(queued)
+        self._pump()
+        try:
+            async with asyncio.timeout_at(queued.deadline):
+                outcome = await asyncio.shield(queued.future)
+        except TimeoutError:
+            queued.future.cancel()  # not sent yet: it never will be; sent: the answer is late
+            log.warning("node timed out", extra={"node": self.label, "id": message_id})
+            outcome = "failed"
+        self.metrics.stored.labels(self.label, outcome).inc()
+        return NodeResult(self.label, outcome != "failed", outcome)
+
+    async def close(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+
+    def _pump(self) -> None:
+        while self._queue and len(self._sending) < self.limits.in_flight:
+            batch = self._take()
+            if not batch:
+                return
+            task = asyncio.create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._pump()
+
+    def _take(self) -> list[_Queued]:
+        """The oldest queued messages that fit one request; ones given up on are dropped."""
+        batch: list[_Queued] = []
+        size = 0
+        while self._queue and len(batch) < self.limits.messages:
+            queued = self._queue[0]
+            if queued.future.done():
+                self._queue.popleft()
+                continue
+            if batch and size + len(queued.body) > self.limits.bytes:
+                break
+            batch.append(self._queue.popleft())
+            size += len(queued.body) + 1
+        return batch
+
+    async def _send(self, batch: list[_Queued]) -> None:
+        self.metrics.batch_size.labels(self.label).observe(len(batch))
+        # Bounded by the newest message's deadline: no message fails early because of an
+        # older one; the older ones stop waiting at their own deadlines.
+        timeout = max(0.001, batch[-1].deadline - asyncio.get_running_loop().time())
+        outcomes = await self._post(batch, timeout)
+        if outcomes is None:
+            # The node refused the batch (400/413): one message must not fail the others,
+            # so each goes alone and only the bad one fails.
+            if len(batch) > 1:
+                await asyncio.gather(*(self._send([queued]) for queued in batch))
+                return
+            outcomes = {}
+        for queued in batch:
+            if not queued.future.done():
+                queued.future.set_result(outcomes.get(queued.id, "failed"))
+
+    async def _post(self, batch: list[_Queued], within: float) -> dict[str, str] | None:
+        """Each message's outcome by id ({} when unreachable), None when refused as bad."""
+        body = b'{"messages":[' + b",".join(queued.body for queued in batch) + b"]}"
+        headers = {**self.token.header(), "Content-Type": "application/json"}
+        try:
+            async with self.session.post(
+                self.url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=within)
+            ) as response:
+                if response.status == 200:
+                    answer = await response.json()
+                    return {result["id"]: _outcome(result) for result in answer.get("results", [])}
+                await response.read()
+                log.warning(
+                    "node refused a batch",
+                    extra={"node": self.label, "status": response.status, "size": len(batch)},
+                )
+                return None if response.status in (400, 413) else {}
+        except (
+            TimeoutError,
+            aiohttp.ClientError,
+            ValueError,
+            LookupError,
+            TypeError,
+            AttributeError,
+        ) as exc:
+            log.warning("node unreachable", extra={"node": self.label, "cause": type(exc).__name__})
+            return {}
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if not result.get("stored"):
+        return "failed"
+    return "stored" if result.get("created") else "duplicate"
+
+
 class StandardNodes:
     """All N standard nodes, reached through one shared client session."""
 
@@ -80,6 +231,7 @@ class StandardNodes:
         token: ServiceToken,
         timeout: float,
         metrics: FanoutMetrics,
+        limits: BatchLimits | None = None,
     ) -> None:
         self.session = session
         self.urls = [url.rstrip("/") for url in urls]
@@ -87,20 +239,27 @@ class StandardNodes:
         self.token = token
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.metrics = metrics
+        self.writers = [
+            NodeWriter(session, url, label, token, timeout, limits or BatchLimits(), metrics)
+            for url, label in self._nodes()
+        ]
 
     def __len__(self) -> int:
         return len(self.urls)
 
     async def store_message_in_standard_nodes(self, document: dict[str, Any]) -> list[NodeResult]:
-        """POST the identical document to every node at once; each gets `timeout` at most."""
+        """The identical document to every node at once (coalesced into each node's next
+        batch); each node gets `timeout` at most."""
         started = time.perf_counter()
-        headers = {**self.token.header(), "Content-Type": "application/json"}
         body = json.dumps(document, separators=(",", ":")).encode()  # once, for every node
         results = await asyncio.gather(
-            *(self._store(url, label, body, headers) for url, label in self._nodes())
+            *(writer.store(document["id"], body) for writer in self.writers)
         )
         self.metrics.latency.observe(time.perf_counter() - started)
         return list(results)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(writer.close() for writer in self.writers))
 
     async def delete_everywhere(self, message_id: str, bearer: str) -> list[NodeResult]:
         """DELETE the message on every node with the recipient's token; 404 counts as done."""
@@ -125,28 +284,6 @@ class StandardNodes:
 
     def _nodes(self) -> list[tuple[str, str]]:
         return list(zip(self.urls, self.labels, strict=True))
-
-    async def _store(
-        self, url: str, label: str, body: bytes, headers: dict[str, str]
-    ) -> NodeResult:
-        outcome = "failed"
-        try:
-            async with self.session.post(
-                f"{url}/messages", data=body, headers=headers, timeout=self.timeout
-            ) as response:
-                await response.read()
-                if response.status == 201:
-                    outcome = "stored"
-                elif response.status == 200:
-                    outcome = "duplicate"
-                else:
-                    log.warning(
-                        "node refused a message", extra={"node": label, "status": response.status}
-                    )
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("node unreachable", extra={"node": label, "cause": type(exc).__name__})
-        self.metrics.stored.labels(label, outcome).inc()
-        return NodeResult(label, outcome != "failed", outcome)
 
     async def _delete(
         self, url: str, label: str, message_id: str, headers: dict[str, str]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -228,3 +229,110 @@ async def test_a_resend_stores_the_identical_document_with_the_first_timestamp(
     assert copies[0] == copies[1]  # same timestamp, expiresAt and so the same revision
     assert copies[0]["_rev"].startswith("1-")
     assert copies[0]["expiresAt"] - copies[0]["timestamp"] == 30 * 24 * 3600 * 1000
+
+
+async def send_all(
+    sockets: list[aiohttp.ClientWebSocketResponse], frames: list[dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Send every frame at once over the sockets; every socket's replies by id."""
+    for n, frame in enumerate(frames):
+        await sockets[n % len(sockets)].send_json(frame)
+    replies: dict[str, dict[str, Any]] = {}
+    for n, ws in enumerate(sockets):
+        for _ in frames[n :: len(sockets)]:
+            reply = await ws.receive_json(timeout=10)
+            replies[reply["id"]] = reply
+    return replies
+
+
+async def test_concurrent_sends_are_coalesced_into_batches_and_each_acked_with_its_count(
+    start_master: Starter,
+    nodes: list[RunningApp],
+    couchdb_cluster: list[PouchServer],
+    database: str,
+) -> None:
+    urls = [nodes[0].url, nodes[1].url]
+    master = await start_master(
+        storage_enabled=True, standard_node_urls=urls, store_batches_in_flight=1
+    )
+    async with aiohttp.ClientSession() as session:
+        await account(session, master, "bob")
+        sockets = [
+            await open_socket(session, master, await account(session, master, f"alice{i}"))
+            for i in range(4)
+        ]
+        frames = [send_frame("bob") for _ in range(60)]
+        replies = await send_all(sockets, frames)
+        async with session.get(f"{master.url}/metrics") as response:
+            metrics = samples(await response.text())
+    assert {r["id"]: (r["type"], r["stored"], r["nodes"]) for r in replies.values()} == {
+        frame["id"]: ("ack", 2, 2) for frame in frames
+    }
+    for server in couchdb_cluster[:2]:
+        assert server.all_ids(database) == {frame["id"] for frame in frames}
+    for url in urls:
+        batches = metrics[("kuno_master_store_batch_size_count", (("node", url),))]
+        in_batches = metrics[("kuno_master_store_batch_size_sum", (("node", url),))]
+        assert in_batches == 60
+        assert batches < 60  # messages that came while a batch was out went together
+        stored = ("kuno_master_node_stores_total", (("node", url), ("outcome", "stored")))
+        assert metrics[stored] == 60
+
+
+async def test_a_hung_node_under_concurrent_sends_costs_each_message_one_timeout_at_most(
+    start_master: Starter, nodes: list[RunningApp], black_holes: list[BlackHole]
+) -> None:
+    urls = [nodes[0].url, black_holes[0].url, nodes[1].url]
+    master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
+    async with aiohttp.ClientSession() as session:
+        await account(session, master, "bob")
+        sockets = [
+            await open_socket(session, master, await account(session, master, f"alice{i}"))
+            for i in range(4)
+        ]
+        started = time.monotonic()
+        first = await send_all(sockets, [send_frame("bob") for _ in range(20)])
+        # Sent while the hung node's first batch is still out: these wait in its queue.
+        second = await send_all(sockets, [send_frame("bob") for _ in range(20)])
+        elapsed = time.monotonic() - started
+    for reply in [*first.values(), *second.values()]:
+        assert (reply["type"], reply["stored"], reply["nodes"]) == ("ack", 2, 3)
+    # One timeout per round, not one per batch the hung node would have had to take.
+    assert 1.8 <= elapsed < 4.0
+
+
+async def test_a_message_a_node_refuses_fails_alone_and_its_batch_is_stored(
+    start_master: Starter,
+    couchdb_cluster: list[PouchServer],
+    database: str,
+    public_key_file: Path,
+) -> None:
+    # A node with a smaller ciphertext cap than the master's refuses the batch (413):
+    # the master sends those messages one by one, so only the big one fails.
+    small = standard_settings(couchdb_cluster[0], "node1", database, public_key_file)
+    node = await RunningApp().start(
+        create_standard(small.model_copy(update={"max_ciphertext_bytes": 64}))
+    )
+    try:
+        master = await start_master(
+            storage_enabled=True, standard_node_urls=[node.url], store_batches_in_flight=1
+        )
+        async with aiohttp.ClientSession() as session:
+            await account(session, master, "bob")
+            sockets = [
+                await open_socket(session, master, await account(session, master, f"alice{i}"))
+                for i in range(4)
+            ]
+            big = send_frame("bob", ciphertext=base64.b64encode(b"c" * 200).decode())
+            frames = [send_frame("bob") for _ in range(10)]
+            frames[5:5] = [big]
+            replies = await send_all(sockets, frames)
+    finally:
+        await node.stop()
+    assert replies.pop(big["id"])["type"] == "error"
+    assert {r["id"]: (r["type"], r["stored"]) for r in replies.values()} == {
+        frame["id"]: ("ack", 1) for frame in frames if frame is not big
+    }
+    assert couchdb_cluster[0].all_ids(database) == {
+        frame["id"] for frame in frames if frame is not big
+    }
