@@ -1,6 +1,7 @@
 """The master end to end: send → ack through the fan-out to 3 standard nodes, vs. raw writes.
 
     .venv/bin/python -m bench.master_throughput [--duration 10] [--senders 32] [--rate 50]
+        [--in-flight 2] [--replication-option KEY=JSON ...] [--no-replication]
 
 Everything on 127.0.0.1: 3 pouchdb-servers with full-mesh continuous replication of
 `messages` and `users`, 3 standard nodes and the master as their own processes
@@ -13,7 +14,12 @@ Everything on 127.0.0.1: 3 pouchdb-servers with full-mesh continuous replication
 4. steady: `rate` messages/s (open loop, absolute schedule) as raw fan-out, as POSTs to
    the 3 standard nodes (the fan-out without the master) and through the master over 8
    WebSockets, send → ack latency.
-Replication is let to catch up (equal doc counts) between the runs.
+Replication is let to catch up (equal doc counts) between the runs. The master coalesces
+each node's stores into batches (`--in-flight` requests per node); the mean batch size
+comes from its /metrics. `--replication-option` adds a field to every replication
+document (e.g. `checkpoint='"target"'`) to measure what it changes; NODE_OPTIONS in the
+environment reaches the pouchdb-servers (e.g. a --require preload). Load averages are
+printed at the start and the end.
 Targets (issue 3): master msgs/s >= 25% of raw docs/s; steady p99 send → ack <= 100 ms.
 Every loop stops after `duration` seconds or MAX_REQUESTS, whichever comes first.
 """
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import itertools
 import json
 import os
 import subprocess
@@ -34,6 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import LoadResult, closed_loop
 from bench.standard_node import start_node
@@ -52,11 +60,12 @@ NODES = 3
 
 
 def start_master(
-    servers: list[PouchServer], node_urls: list[str], private_key: Path
+    servers: list[PouchServer], node_urls: list[str], private_key: Path, in_flight: int
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUNO_")}
     env.update(
+        KUNO_STORE_BATCHES_IN_FLIGHT=str(in_flight),
         KUNO_COUCHDB_URLS=",".join(server.url for server in servers),
         KUNO_STANDARD_NODE_URLS=",".join(node_urls),
         KUNO_TOKEN_PRIVATE_KEY_FILE=str(private_key),
@@ -277,6 +286,54 @@ def node_fan_out(
     return fan_out
 
 
+def replicate_with_options(
+    servers: list[PouchServer], databases: list[str], options: dict[str, object]
+) -> None:
+    """The full mesh with extra fields in every replication document (to measure them)."""
+    if not options:
+        replicate_full_mesh(servers, databases)
+        return
+    for db in databases:
+        for server in servers:
+            server.create_db(db)
+        for target, source in itertools.permutations(servers, 2):
+            doc = {"source": source.db_url(db), "target": target.db_url(db), "continuous": True}
+            status, body = http_json(
+                "PUT", f"{target.url}/_replicator/{db}-from-{source.port}", doc | options
+            )
+            assert status in (201, 202), body
+
+
+def replication_option(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError('KEY=JSON, e.g. checkpoint="target" or batch_size=500')
+    return key, json.loads(value)
+
+
+async def batch_sizes(session: aiohttp.ClientSession, master: str) -> str:
+    """Mean messages per batch request to each node so far, from the master's /metrics."""
+    async with session.get(f"{master}/metrics") as response:
+        text = await response.text()
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "kuno_master_store_batch_size_sum":
+                sums[sample.labels["node"]] = sample.value
+            elif sample.name == "kuno_master_store_batch_size_count":
+                counts[sample.labels["node"]] = sample.value
+    return "mean batch per node: " + ", ".join(
+        f"{sums[node] / counts[node]:.1f} ({int(counts[node])} requests)"
+        for node in sorted(counts)
+        if counts[node]
+    )
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def wait_for_replication(servers: list[PouchServer]) -> None:
     """Until every server holds the same number of messages: the mesh has caught up."""
 
@@ -296,7 +353,22 @@ async def main() -> None:
         action="store_true",
         help="skip the full mesh (to see what replication costs; not the measured setup)",
     )
+    parser.add_argument(
+        "--replication-option",
+        type=replication_option,
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="an extra field in every replication document, e.g. checkpoint='\"target\"'",
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=2,
+        help="the master's batch requests in flight per node (KUNO_STORE_BATCHES_IN_FLIGHT)",
+    )
     args = parser.parse_args()
+    print(f"# start: {load()}; node options {os.environ.get('NODE_OPTIONS', '-')}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="kuno-bench-") as tmp:
         root = Path(tmp)
@@ -312,13 +384,17 @@ async def main() -> None:
                 for server in servers:
                     server.create_db(USERS_DB)
             else:
-                replicate_full_mesh(servers, [MESSAGES_DB, USERS_DB])
+                replicate_with_options(
+                    servers, [MESSAGES_DB, USERS_DB], dict(args.replication_option)
+                )
             node_urls = []
             for server in servers:
                 process, url = start_node(server, root / "public.pem", MESSAGES_DB)
                 processes.append(process)
                 node_urls.append(url)
-            master_process, master = start_master(servers, node_urls, root / "private.pem")
+            master_process, master = start_master(
+                servers, node_urls, root / "private.pem", args.in_flight
+            )
             processes.append(master_process)
 
             # Under node's 5 s keep-alive: a pooled connection is never one the server closed.
@@ -355,6 +431,7 @@ async def main() -> None:
                 print(results[-1].line(), flush=True)
                 wait_for_replication(servers)
                 print("  " + meter.per_message(len(results[-1].latencies)), flush=True)
+                print("  " + await batch_sizes(session, master), flush=True)
 
                 results.append(
                     await open_loop(
@@ -383,6 +460,7 @@ async def main() -> None:
                     )
                 )
                 print(results[-1].line(), flush=True)
+                print("  " + await batch_sizes(session, master) + " (closed loop and steady)")
                 await acks.close()
                 for ws in sockets:
                     await ws.close()
@@ -398,7 +476,7 @@ async def main() -> None:
                 server.stop()
 
     raw, fan_out_result, closed, steady_raw, steady_nodes, steady = results
-    print("# summary")
+    print(f"# summary (end: {load()})")
     print(
         f"master msgs/s / raw single-server docs/s at {args.senders}: "
         f"{closed.rate / raw.rate:.2f} (target >= 0.25)"

@@ -231,6 +231,16 @@ async def test_a_resend_stores_the_identical_document_with_the_first_timestamp(
     assert copies[0]["expiresAt"] - copies[0]["timestamp"] == 30 * 24 * 3600 * 1000
 
 
+async def senders(
+    session: aiohttp.ClientSession, master: RunningApp, count: int
+) -> list[aiohttp.ClientWebSocketResponse]:
+    """`count` senders' sockets, each of its own account."""
+    return [
+        await open_socket(session, master, await account(session, master, f"sender{i}"))
+        for i in range(count)
+    ]
+
+
 async def send_all(
     sockets: list[aiohttp.ClientWebSocketResponse], frames: list[dict[str, Any]]
 ) -> dict[str, dict[str, Any]]:
@@ -257,10 +267,7 @@ async def test_concurrent_sends_are_coalesced_into_batches_and_each_acked_with_i
     )
     async with aiohttp.ClientSession() as session:
         await account(session, master, "bob")
-        sockets = [
-            await open_socket(session, master, await account(session, master, f"alice{i}"))
-            for i in range(4)
-        ]
+        sockets = await senders(session, master, 4)
         frames = [send_frame("bob") for _ in range(60)]
         replies = await send_all(sockets, frames)
         async with session.get(f"{master.url}/metrics") as response:
@@ -286,10 +293,7 @@ async def test_a_hung_node_under_concurrent_sends_costs_each_message_one_timeout
     master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
     async with aiohttp.ClientSession() as session:
         await account(session, master, "bob")
-        sockets = [
-            await open_socket(session, master, await account(session, master, f"alice{i}"))
-            for i in range(4)
-        ]
+        sockets = await senders(session, master, 4)
         started = time.monotonic()
         first = await send_all(sockets, [send_frame("bob") for _ in range(20)])
         # Sent while the hung node's first batch is still out: these wait in its queue.
@@ -319,10 +323,7 @@ async def test_a_message_a_node_refuses_fails_alone_and_its_batch_is_stored(
         )
         async with aiohttp.ClientSession() as session:
             await account(session, master, "bob")
-            sockets = [
-                await open_socket(session, master, await account(session, master, f"alice{i}"))
-                for i in range(4)
-            ]
+            sockets = await senders(session, master, 4)
             big = send_frame("bob", ciphertext=base64.b64encode(b"c" * 200).decode())
             frames = [send_frame("bob") for _ in range(10)]
             frames[5:5] = [big]
