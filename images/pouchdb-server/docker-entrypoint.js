@@ -1,33 +1,103 @@
+// The image's entrypoint, and the preload of the tests' pouchdb-server processes
+// (tests/support/pouchdb.py runs `node --require` this file), so both run the same server.
+//
+// Always: pouchdb-server's replications survive a peer that goes away (its outgoing HTTP
+// below). Only as the entrypoint (require.main): the container set-up further down.
+'use strict';
+
+const http = require('http');
+const https = require('https');
+
+// 1. A response cut short must fail its request. pouchdb-fetch pins node-fetch 2.6.7, which
+//    pipes a response into a PassThrough and never passes on an abort, so when a peer's
+//    process exits in the middle of a body (its replication's long-poll _changes, always
+//    open), the fetch promise stays pending for good: no error, so pouchdb's retry never
+//    runs and the replication stays "triggered" and idle (measured: not resumed 300 s after
+//    the peer was back). node-fetch 2.6.8 fixed it upstream ("Premature close"). Here the
+//    streams a cut-short response is piped into are destroyed, the last with the error.
+const pipe = http.IncomingMessage.prototype.pipe;
+http.IncomingMessage.prototype.pipe = function pipeFailingOnCutShort(destination, options) {
+  this.once('close', () => {
+    if (!this.complete) {
+      const error = new Error(`response cut short: ${this.req ? this.req.host : 'peer'} closed the connection`);
+      error.code = 'ERR_STREAM_PREMATURE_CLOSE';
+      fail(destination, error);
+    }
+  });
+  return pipe.call(this, destination, options);
+};
+
+// Downstream first. Only the last stream carries the error (its reader rejects); one in
+// between is destroyed without it, since the error listener pipe() puts on it would rethrow.
+function fail(stream, error) {
+  if (stream.destroyed) {
+    return;
+  }
+  const state = stream._readableState;
+  const next = [].concat((state && state.pipes) || []);
+  for (const downstream of next) {
+    fail(downstream, error);
+  }
+  if (next.length > 0) {
+    stream.destroy();
+    return;
+  }
+  stream.on('error', () => {}); // nobody reading it must not end the process
+  stream.destroy(error);
+}
+
+// 2. A peer that vanished without closing (a partition, a host down) must not hold a request
+//    open for good either: TCP keep-alive probes an idle connection after this delay and
+//    drops it when the peer stays silent (libuv: 10 probes 1 s apart). The long-poll's own
+//    heartbeat (a newline every 10 s from the peer) keeps a live one busy.
+const KEEPALIVE_DELAY_MS = Number(process.env.KUNO_PEER_KEEPALIVE_MS || 10000);
+for (const agent of [http.Agent, https.Agent]) {
+  const createConnection = agent.prototype.createConnection;
+  agent.prototype.createConnection = function createConnectionWithKeepAlive(...args) {
+    const socket = createConnection.apply(this, args);
+    if (socket && typeof socket.setKeepAlive === 'function') {
+      socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    }
+    return socket;
+  };
+}
+
+// --- the container ---------------------------------------------------------------------
 // Like the official couchdb image: COUCHDB_USER / COUCHDB_PASSWORD become the server
 // admin on first start (pouchdb-server hashes a clear-text admin password it finds in
 // its config file), then pouchdb-server runs in the foreground on port 5984.
-'use strict';
-const fs = require('fs');
-const path = require('path');
+function startContainerServer() {
+  const fs = require('fs');
+  const path = require('path');
 
-const dataDir = process.cwd();
-const configFile = path.join(dataDir, 'config.json');
-const config = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) : {};
-const user = process.env.COUCHDB_USER;
-const password = process.env.COUCHDB_PASSWORD;
-if (user && password && !(config.admins && config.admins[user])) {
-  config.admins = Object.assign({}, config.admins, { [user]: password });
-}
-config.log = Object.assign({ file: path.join(dataDir, 'log.txt') }, config.log);
-fs.writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
+  const dataDir = process.cwd();
+  const configFile = path.join(dataDir, 'config.json');
+  const config = fs.existsSync(configFile) ? JSON.parse(fs.readFileSync(configFile, 'utf8')) : {};
+  const user = process.env.COUCHDB_USER;
+  const password = process.env.COUCHDB_PASSWORD;
+  if (user && password && !(config.admins && config.admins[user])) {
+    config.admins = Object.assign({}, config.admins, { [user]: password });
+  }
+  config.log = Object.assign({ file: path.join(dataDir, 'log.txt') }, config.log);
+  fs.writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
 
-process.argv = [process.argv[0], 'pouchdb-server',
-  '--host', '0.0.0.0', '--port', '5984',
-  '--dir', path.join(dataDir, 'db'), '--config', configFile];
-fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
-// pouchdb-server 4.2.0 dies of an unhandled rejection when a replication fails (a peer's
-// 401, a replication document deleted while it runs): with a full mesh one bad peer would
-// crash-loop every node. Log it and keep serving; the replication shows as failed.
-process.on('unhandledRejection', (reason) => {
-  console.error('[error] unhandled rejection, server kept running:', reason);
-});
-// As PID 1, node ignores SIGTERM unless told: docker stop would wait 10 s and kill.
-for (const signal of ['SIGTERM', 'SIGINT']) {
-  process.on(signal, () => process.exit(0));
+  process.argv = [process.argv[0], 'pouchdb-server',
+    '--host', '0.0.0.0', '--port', '5984',
+    '--dir', path.join(dataDir, 'db'), '--config', configFile];
+  fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
+  // pouchdb-server 4.2.0 dies of an unhandled rejection when a replication fails (a peer's
+  // 401, a replication document deleted while it runs): with a full mesh one bad peer would
+  // crash-loop every node. Log it and keep serving; the replication shows as failed.
+  process.on('unhandledRejection', (reason) => {
+    console.error('[error] unhandled rejection, server kept running:', reason);
+  });
+  // As PID 1, node ignores SIGTERM unless told: docker stop would wait 10 s and kill.
+  for (const signal of ['SIGTERM', 'SIGINT']) {
+    process.on(signal, () => process.exit(0));
+  }
+  require('/opt/pouchdb-server/node_modules/pouchdb-server/bin/pouchdb-server');
 }
-require('/opt/pouchdb-server/node_modules/pouchdb-server/bin/pouchdb-server');
+
+if (require.main === module) {
+  startContainerServer();
+}

@@ -16,6 +16,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 POUCHDB_BIN = REPO / "images" / "pouchdb-server" / "node_modules" / ".bin" / "pouchdb-server"
+# Preloaded as in the image: a replication survives a peer that goes away (see the file).
+POUCHDB_PRELOAD = REPO / "images" / "pouchdb-server" / "docker-entrypoint.js"
 START_TIMEOUT = 30.0
 
 
@@ -65,6 +67,9 @@ class PouchServer:
         log = (self.workdir / "server.log").open("ab")
         self._process = subprocess.Popen(
             [
+                shutil.which("node") or "node",
+                "--require",
+                str(POUCHDB_PRELOAD),
                 str(POUCHDB_BIN),
                 "--port",
                 str(self.port),
