@@ -22,7 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.load import LoadResult, closed_loop
+from bench.load import LoadResult, closed_loop, cpu_seconds
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
 from tests.support.messages import message_body, now_ms
@@ -150,11 +150,22 @@ async def main() -> None:
                         ("raw POST /raw", server.db_url("raw"), {}, True),
                         ("node POST /messages", node_url + "/messages", master, False),
                     ):
+                        processes = {"pouchdb": server.pid, "node": node.pid, "bench": os.getpid()}
+                        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
                         result = await post_load(
                             session, label, url, headers, raw, concurrency, args.duration
                         )
                         results.append(result)
                         print(result.line(), flush=True)
+                        per_request = {
+                            name: (cpu_seconds(pid) - before[name]) / max(len(result.latencies), 1)
+                            for name, pid in processes.items()
+                        }
+                        print(
+                            "    CPU per request: "
+                            + ", ".join(f"{n} {s * 1000:.2f} ms" for n, s in per_request.items()),
+                            flush=True,
+                        )
 
                 total = args.users * args.per_user
                 print(f"# GET: loading {total} messages over {args.users} users ...", flush=True)
