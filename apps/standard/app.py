@@ -59,8 +59,15 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.couchdb_timeout,
         )
         app[keys.COUCH] = client
-        app[keys.STORE] = MessageStore(client, settings.database, StoreMetrics(app[keys.REGISTRY]))
+        app[keys.STORE] = MessageStore(
+            client,
+            settings.database,
+            StoreMetrics(app[keys.REGISTRY]),
+            max_write=settings.max_batch_messages,
+            writes_in_flight=settings.store_writes_in_flight,
+        )
         yield
+        await app[keys.STORE].close()
 
 
 async def _maintenance(app: web.Application) -> AsyncIterator[None]:

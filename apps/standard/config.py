@@ -24,6 +24,9 @@ class StandardSettings(KunoSettings):
     #: message always fits, whatever this says).
     max_batch_messages: int = Field(default=500, ge=1, le=10000)
     max_batch_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024)
+    #: CouchDB writes of POST /messages at once; single messages arriving while they are out
+    #: are coalesced into the next write (one _bulk_docs of at most max_batch_messages).
+    store_writes_in_flight: int = Field(default=2, ge=1, le=64)
     page_limit: int = Field(default=100, ge=1, le=1000)
     max_page_limit: int = Field(default=1000, ge=1, le=10000)
     sweep_interval: float = Field(default=300.0, gt=0)

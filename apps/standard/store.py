@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import CouchClient
 from kuno.standard.messages import Message
 
@@ -73,13 +74,34 @@ class StoreMetrics:
         self.expired = Counter(
             "kuno_messages_expired", "Expired messages deleted", registry=registry
         )
+        self.write_size = Histogram(
+            "kuno_store_write_messages",
+            "Messages per CouchDB write (_bulk_docs)",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=registry,
+        )
 
 
 class MessageStore:
-    def __init__(self, couch: CouchClient, database: str, metrics: StoreMetrics) -> None:
+    def __init__(
+        self,
+        couch: CouchClient,
+        database: str,
+        metrics: StoreMetrics,
+        *,
+        max_write: int = 500,
+        writes_in_flight: int = 2,
+    ) -> None:
         self.couch = couch
         self.database = database
         self.metrics = metrics
+        # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
+        self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
+            self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
+        )
+
+    async def close(self) -> None:
+        await self._singles.close()
 
     async def prepare(self) -> None:
         """Create the database and its indexes when missing (idempotent)."""
@@ -96,6 +118,7 @@ class MessageStore:
         New → created; already here (a conflict) or deleted before → not created, still a
         success. The ids must be distinct.
         """
+        self.metrics.write_size.observe(len(messages))
         results = await self.couch.bulk_docs(
             self.database, [message.to_document() for message in messages]
         )
@@ -119,6 +142,10 @@ class MessageStore:
             await self.couch.delete_all_leaves(self.database, revived)
         self.metrics.stored.inc(sum(result.created for result in stored))
         return stored
+
+    async def store_one(self, message: Message) -> Stored:
+        """Store one message, in the same CouchDB write as others stored meanwhile."""
+        return await self._singles.submit(message)
 
     async def page(self, recipient: str, now_ms: int, limit: int, after: Cursor | None) -> Page:
         """Non-expired messages of one recipient, oldest first; expired ones met are deleted."""
@@ -195,3 +222,8 @@ class MessageStore:
             if len(ids) < batch:
                 break
         return total
+
+
+def _not_in(batch: list[Message], message: Message) -> bool:
+    """A _bulk_docs holds each id once: a resend waits for the next write."""
+    return all(queued.id != message.id for queued in batch)

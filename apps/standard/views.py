@@ -25,12 +25,13 @@ def now_ms() -> int:
 
 @routes.post("/messages")
 async def store_message(request: web.Request) -> web.Response:
-    """One message: a batch of one, answered 201 stored or 200 already stored."""
+    """One message, in the same CouchDB write as others stored meanwhile: 201 stored, 200
+    already stored."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
     _refuse_longer_than(request, settings.max_message_body)
     message = _validate(await read_json_object(request), settings.max_ciphertext_bytes)
-    [result] = await request.app[keys.STORE].store([message])
+    result = await request.app[keys.STORE].store_one(message)
     if result.error is not None:
         raise couch.CouchError(502, result.error, "CouchDB refused the message")
     return web.json_response(result.as_json(), status=201 if result.created else 200)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import re
 
 import pytest
 
@@ -208,3 +210,37 @@ def test_the_document_has_no_node_specific_field():
         "timestamp",
         "expiresAt",
     }
+
+
+async def test_concurrent_messages_share_couchdb_writes_and_each_gets_its_own_answer(
+    node, couchdb, database, master_token
+):
+    bodies = [message_body() for _ in range(40)]
+    responses = await asyncio.gather(
+        *(node.post("/messages", json=body, headers=bearer(master_token)) for body in bodies)
+    )
+    answers = [await response.json() for response in responses]
+    assert [response.status for response in responses] == [201] * 40
+    assert [answer["id"] for answer in answers] == [body["id"] for body in bodies]
+    assert couchdb.all_ids(database) == {body["id"] for body in bodies}
+    metrics = await (await node.get("/metrics")).text()
+    writes = float(re.search(r"^kuno_store_write_messages_count (\S+)$", metrics, re.M)[1])
+    assert writes < 40  # coalesced: fewer CouchDB writes than messages
+    assert "kuno_store_write_messages_sum 40.0" in metrics
+
+
+async def test_the_same_message_sent_twice_at_once_is_stored_once(
+    node, couchdb, database, master_token
+):
+    body = message_body()
+    others = [message_body() for _ in range(5)]
+    responses = await asyncio.gather(
+        *(
+            node.post("/messages", json=item, headers=bearer(master_token))
+            for item in [*others, body, body]
+        )
+    )
+    assert sorted(response.status for response in responses[-2:]) == [200, 201]
+    _, doc = http_json("GET", f"{couchdb.db_url(database)}/{body['id']}")
+    assert doc["_rev"].startswith("1-")
+    assert couchdb.all_ids(database) == {item["id"] for item in [*others, body]}

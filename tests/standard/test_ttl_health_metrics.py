@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.standard.conftest import bearer
 from tests.support.messages import DAY_MS, message_body, now_ms
 from tests.support.pouchdb import eventually
@@ -173,3 +175,21 @@ async def test_health_reads_couchdb_3_scheduler_states_and_reports_a_crashing_on
             "state": "crashing",
         },
     ]
+
+
+async def test_concurrent_messages_while_couchdb_is_down_all_get_503_and_none_is_lost_after(
+    start_node, private_couchdb, database, master_token
+):
+    node = await start_node(private_couchdb)
+    private_couchdb.stop()
+    bodies = [message_body() for _ in range(10)]
+    down = await asyncio.gather(
+        *(node.post("/messages", json=body, headers=bearer(master_token)) for body in bodies)
+    )
+    assert {response.status for response in down} == {503}
+    private_couchdb.start()
+    again = await asyncio.gather(
+        *(node.post("/messages", json=body, headers=bearer(master_token)) for body in bodies)
+    )
+    assert {response.status for response in again} == {201}
+    assert private_couchdb.all_ids(database) == {body["id"] for body in bodies}
