@@ -1,22 +1,55 @@
-"""aiohttp plumbing both services share: JSON errors, request metrics, bearer tokens."""
+"""aiohttp plumbing both services share: start-up, JSON errors, request metrics, bearer
+tokens."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kuno.common import couch
+from kuno.common.logs import configure_logging
+from kuno.common.settings import ConfigError, KunoSettings, exit_on_bad_config, load
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
 
 log = logging.getLogger("kuno.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Settings = TypeVar("Settings", bound=KunoSettings)
+
+# Polled by Docker and Prometheus every few seconds: logged at debug unless they fail.
+QUIET_ROUTES = frozenset({"/health", "/metrics"})
+
+
+def run_service(
+    program: str,
+    settings_cls: type[Settings],
+    create_app: Callable[[Settings], web.Application],
+    describe: Callable[[Settings], dict[str, Any]],
+    shutdown_timeout: Callable[[Settings], float] = lambda _: 60.0,
+) -> None:
+    """Load the settings (`host`, `port`, `log_level` and the service's own; a bad value
+    exits 2 with one line), log `starting` with describe(settings), serve until SIGTERM."""
+    try:
+        settings = load(settings_cls)
+    except ConfigError as exc:
+        exit_on_bad_config(program, exc)
+    configure_logging(settings.log_level)
+    logging.getLogger(program).info("starting", extra=describe(settings))
+    # access_log=None: the error middleware logs each request, without query strings.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=shutdown_timeout(settings),
+    )
 
 
 class PayloadTooLarge(web.HTTPClientError):
@@ -91,7 +124,9 @@ def make_error_middleware(metrics: HttpMetrics) -> Any:
         elapsed = time.perf_counter() - started
         metrics.requests.labels(route, request.method, str(response.status)).inc()
         metrics.latency.labels(route, request.method).observe(elapsed)
-        log.info(
+        quiet = route in QUIET_ROUTES and response.status < 400
+        log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "request",
             extra={
                 "method": request.method,
