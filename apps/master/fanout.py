@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import time
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +13,7 @@ from urllib.parse import quote
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import redact_url
 from kuno.common.tokens import STORE_SCOPE, TokenSigner
 
@@ -88,18 +88,18 @@ class BatchLimits:
     in_flight: int = 2
 
 
-@dataclass
-class _Queued:
+@dataclass(frozen=True)
+class _Store:
     id: str
     body: bytes  # the document's JSON, the same bytes for every node
-    future: asyncio.Future[str]
     deadline: float  # loop time; after it the message counts as failed on this node
 
 
 class NodeWriter:
-    """One standard node's stores, coalesced: while `in_flight` batch requests are out,
-    new messages queue and leave together as the next batch. No added delay when the node
-    keeps up, bigger batches when it does not. Each message waits `timeout` at most."""
+    """One standard node's stores, coalesced by a NaturalBatcher: while `in_flight` batch
+    requests are out, new messages queue and leave together as the next batch. No added
+    delay when the node keeps up, bigger batches when it does not. Each message waits
+    `timeout` at most."""
 
     def __init__(
         self,
@@ -118,75 +118,51 @@ class NodeWriter:
         self.timeout = timeout
         self.limits = limits
         self.metrics = metrics
-        self._queue: deque[_Queued] = deque()
-        self._sending: set[asyncio.Task[None]] = set()
+        self._batcher: NaturalBatcher[_Store, str] = NaturalBatcher(
+            self._send, max_items=limits.messages, in_flight=limits.in_flight, fits=self._fits
+        )
 
     async def store(self, message_id: str, body: bytes) -> NodeResult:
-        loop = asyncio.get_running_loop()
-        queued = _Queued(message_id, body, loop.create_future(), loop.time() + self.timeout)
-        self._queue.append(queued)
-        self._pump()
+        deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            async with asyncio.timeout_at(queued.deadline):
-                outcome = await asyncio.shield(queued.future)
+            # Past the deadline the caller stops waiting: a message not sent yet never
+            # will be, one sent has its late answer ignored.
+            async with asyncio.timeout_at(deadline):
+                outcome = await self._batcher.submit(_Store(message_id, body, deadline))
         except TimeoutError:
-            queued.future.cancel()  # not sent yet: it never will be; sent: the answer is late
             log.warning("node timed out", extra={"node": self.label, "id": message_id})
+            outcome = "failed"
+        except Exception:
+            log.exception("store failed", extra={"node": self.label, "id": message_id})
             outcome = "failed"
         self.metrics.stored.labels(self.label, outcome).inc()
         return NodeResult(self.label, outcome != "failed", outcome)
 
     async def close(self) -> None:
-        for task in list(self._sending):
-            task.cancel()
-        await asyncio.gather(*self._sending, return_exceptions=True)
+        await self._batcher.close()
 
-    def _pump(self) -> None:
-        while self._queue and len(self._sending) < self.limits.in_flight:
-            batch = self._take()
-            if not batch:
-                return
-            task = asyncio.create_task(self._send(batch))
-            self._sending.add(task)
-            task.add_done_callback(self._sent)
+    def _fits(self, batch: list[_Store], store: _Store) -> bool:
+        """Within the byte limit, and each id once (a node refuses a batch with an id twice)."""
+        size = sum(len(queued.body) + 1 for queued in batch)
+        return size + len(store.body) <= self.limits.bytes and all(
+            queued.id != store.id for queued in batch
+        )
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._pump()
-
-    def _take(self) -> list[_Queued]:
-        """The oldest queued messages that fit one request; ones given up on are dropped."""
-        batch: list[_Queued] = []
-        size = 0
-        while self._queue and len(batch) < self.limits.messages:
-            queued = self._queue[0]
-            if queued.future.done():
-                self._queue.popleft()
-                continue
-            if batch and size + len(queued.body) > self.limits.bytes:
-                break
-            batch.append(self._queue.popleft())
-            size += len(queued.body) + 1
-        return batch
-
-    async def _send(self, batch: list[_Queued]) -> None:
+    async def _send(self, batch: list[_Store]) -> list[str]:
+        """Each message's outcome, in order: stored, duplicate or failed."""
         self.metrics.batch_size.labels(self.label).observe(len(batch))
         # Bounded by the newest message's deadline: no message fails early because of an
         # older one; the older ones stop waiting at their own deadlines.
-        timeout = max(0.001, batch[-1].deadline - asyncio.get_running_loop().time())
-        outcomes = await self._post(batch, timeout)
-        if outcomes is None:
+        within = max(0.001, batch[-1].deadline - asyncio.get_running_loop().time())
+        outcomes = await self._post(batch, within)
+        if outcomes is None and len(batch) > 1:
             # The node refused the batch (400/413): one message must not fail the others,
             # so each goes alone and only the bad one fails.
-            if len(batch) > 1:
-                await asyncio.gather(*(self._send([queued]) for queued in batch))
-                return
-            outcomes = {}
-        for queued in batch:
-            if not queued.future.done():
-                queued.future.set_result(outcomes.get(queued.id, "failed"))
+            alone = await asyncio.gather(*(self._send([store]) for store in batch))
+            return [outcome for [outcome] in alone]
+        return [(outcomes or {}).get(store.id, "failed") for store in batch]
 
-    async def _post(self, batch: list[_Queued], within: float) -> dict[str, str] | None:
+    async def _post(self, batch: list[_Store], within: float) -> dict[str, str] | None:
         """Each message's outcome by id ({} when unreachable), None when refused as bad."""
         body = b'{"messages":[' + b",".join(queued.body for queued in batch) + b"]}"
         headers = {**self.token.header(), "Content-Type": "application/json"}
