@@ -15,6 +15,8 @@ const https = require('https');
 //    runs and the replication stays "triggered" and idle (measured: not resumed 300 s after
 //    the peer was back). node-fetch 2.6.8 fixed it upstream ("Premature close"). Here the
 //    streams a cut-short response is piped into are destroyed, the last with the error.
+//    IncomingMessage is also what the server reads a request from: a request body a client
+//    cuts short and body-parser pipes into zlib (a compressed one) fails the same way.
 const pipe = http.IncomingMessage.prototype.pipe;
 http.IncomingMessage.prototype.pipe = function pipeFailingOnCutShort(destination, options) {
   this.once('close', () => {
