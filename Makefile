@@ -36,7 +36,7 @@ test: venv pouchdb lint docker
 # --- deployment (issue 5) ---------------------------------------------------------
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook
 
-.PHONY: docker images rollback verify
+.PHONY: docker images rollback verify heal
 
 docker:
 	scripts/setup-docker
@@ -49,6 +49,9 @@ deploy: venv docker pouchdb
 
 verify: venv
 	$(ANSIBLE_PLAYBOOK) playbooks/verify.yml
+
+heal: venv
+	$(ANSIBLE_PLAYBOOK) playbooks/heal.yml
 
 rollback: venv
 	$(ANSIBLE_PLAYBOOK) rollback.yml
