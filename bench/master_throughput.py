@@ -248,7 +248,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU seconds used by groups of processes between start() and stop()."""
+    """CPU seconds used by groups of processes since start() (replication catch-up included)."""
 
     def __init__(self, groups: dict[str, list[int]]) -> None:
         self.groups = groups
@@ -433,6 +433,7 @@ async def main() -> None:
                 print("  " + meter.per_message(len(results[-1].latencies)), flush=True)
                 print("  " + await batch_sizes(session, master), flush=True)
 
+                meter.start()
                 results.append(
                     await open_loop(
                         f"raw fan-out at {args.rate:g}/s", fan_out, args.rate, args.duration
@@ -440,6 +441,7 @@ async def main() -> None:
                 )
                 print(results[-1].line(), flush=True)
                 wait_for_replication(servers)
+                print("  " + meter.per_message(len(results[-1].latencies)), flush=True)
                 results.append(
                     await open_loop(
                         f"standard nodes fan-out at {args.rate:g}/s",
@@ -451,6 +453,7 @@ async def main() -> None:
                 print(results[-1].line(), flush=True)
                 wait_for_replication(servers)
                 acks = Acks(sockets[:STEADY_SOCKETS])
+                meter.start()
                 results.append(
                     await open_loop(
                         f"master send→ack at {args.rate:g}/s",
@@ -460,6 +463,8 @@ async def main() -> None:
                     )
                 )
                 print(results[-1].line(), flush=True)
+                wait_for_replication(servers)
+                print("  " + meter.per_message(len(results[-1].latencies)), flush=True)
                 print("  " + await batch_sizes(session, master) + " (closed loop and steady)")
                 await acks.close()
                 for ws in sockets:
