@@ -64,6 +64,10 @@ class PouchServer:
 
     def start(self) -> PouchServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "config.json"
+        if not config.exists():
+            # As the image runs it: no line per request (see docker-entrypoint.js).
+            config.write_text(json.dumps({"log": {"level": "warning"}}))
         log = (self.workdir / "server.log").open("ab")
         self._process = subprocess.Popen(
             [
