@@ -64,6 +64,27 @@ for (const agent of [http.Agent, https.Agent]) {
   };
 }
 
+// 3. Outgoing connections are reused. node-fetch asks for `Connection: close` whenever it is
+//    given no agent (pouchdb never gives one), so every replication request (_changes,
+//    _revs_diff, _bulk_get, _bulk_docs, checkpoints: ~15 per message written) opened a
+//    new TCP connection. Such requests get a keep-alive agent instead.
+const reusingAgents = {
+  'http:': new http.Agent({ keepAlive: true, keepAliveMsecs: KEEPALIVE_DELAY_MS }),
+  'https:': new https.Agent({ keepAlive: true, keepAliveMsecs: KEEPALIVE_DELAY_MS }),
+};
+for (const [module, protocol] of [[http, 'http:'], [https, 'https:']]) {
+  const request = module.request;
+  module.request = function requestReusingConnections(options, ...rest) {
+    const headers = options && options.headers;
+    const connection = headers && headers.Connection;
+    if (options.agent === undefined && String(connection).toLowerCase() === 'close') {
+      delete headers.Connection;
+      options.agent = reusingAgents[options.protocol || protocol];
+    }
+    return request.call(this, options, ...rest);
+  };
+}
+
 // --- the container ---------------------------------------------------------------------
 // Like the official couchdb image: COUCHDB_USER / COUCHDB_PASSWORD become the server
 // admin on first start (pouchdb-server hashes a clear-text admin password it finds in
