@@ -85,6 +85,9 @@ async def test_listen_prints_messages_as_they_arrive_and_marks_them_received(
         env=bob.env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Ctrl-C must reach it even when the suite runs as a background job, whose shell
+        # starts every child with SIGINT ignored.
+        preexec_fn=_sigint_as_from_a_terminal,
     )
     try:
         assert listener.stderr is not None and listener.stdout is not None
@@ -101,3 +104,7 @@ async def test_listen_prints_messages_as_they_arrive_and_marks_them_received(
         listener.send_signal(signal.SIGINT)
         await asyncio.wait_for(listener.wait(), timeout=10)
     assert listener.returncode == 130
+
+
+def _sigint_as_from_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
