@@ -102,7 +102,11 @@ async def test_listen_prints_messages_as_they_arrive_and_marks_them_received(
         await eventually(lambda: cluster.stored_on(message_id) == [False] * 3, within=10)
     finally:
         listener.send_signal(signal.SIGINT)
-        await asyncio.wait_for(listener.wait(), timeout=10)
+        try:
+            await asyncio.wait_for(listener.wait(), timeout=10)
+        except TimeoutError:
+            listener.kill()  # fail here, not later in another test with its leftovers
+            await listener.communicate()
     assert listener.returncode == 130
 
 
