@@ -30,6 +30,16 @@ class Recorder:
             await self._sent.wait_for(lambda: len(self.batches) >= count)
 
 
+async def first_batch_held() -> tuple[Recorder, NaturalBatcher[int, int], asyncio.Task[int]]:
+    """One batch out at a time, and the first one, [1], out and held until released."""
+    recorder = Recorder()
+    recorder.release.clear()
+    batcher = NaturalBatcher(recorder.send, max_items=10, in_flight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await recorder.sent(1)
+    return recorder, batcher, first
+
+
 async def test_a_lone_call_leaves_at_once_and_gets_its_own_result():
     recorder = Recorder()
     batcher = NaturalBatcher(recorder.send, max_items=10)
@@ -38,11 +48,7 @@ async def test_a_lone_call_leaves_at_once_and_gets_its_own_result():
 
 
 async def test_calls_made_while_a_batch_is_out_leave_together_as_the_next():
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = NaturalBatcher(recorder.send, max_items=10, in_flight=1)
-    first = asyncio.create_task(batcher.submit(1))
-    await recorder.sent(1)
+    recorder, batcher, first = await first_batch_held()
     rest = [asyncio.create_task(batcher.submit(n)) for n in range(2, 7)]
     await asyncio.sleep(0.01)
     assert recorder.batches == [[1]]  # the others wait for the first write
@@ -99,11 +105,7 @@ async def test_when_send_fails_every_caller_of_that_batch_gets_the_error_and_the
 
 
 async def test_a_caller_that_gave_up_before_its_batch_left_is_left_out():
-    recorder = Recorder()
-    recorder.release.clear()
-    batcher = NaturalBatcher(recorder.send, max_items=10, in_flight=1)
-    first = asyncio.create_task(batcher.submit(1))
-    await recorder.sent(1)
+    recorder, batcher, first = await first_batch_held()
     gave_up = asyncio.create_task(batcher.submit(2))
     kept = asyncio.create_task(batcher.submit(3))
     await asyncio.sleep(0)
