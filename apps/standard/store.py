@@ -122,9 +122,13 @@ class MessageStore:
         results = await self.couch.bulk_docs(
             self.database, [message.to_document() for message in messages]
         )
+        # Matched by id, not position: pouchdb-server may answer in another order
+        # (pouchdb-bulkdocs-wrapper); CouchDB keeps the order, and ids are distinct.
+        by_id = {result.get("id"): result for result in results}
         stored: list[Stored] = []
         revived: list[str] = []
-        for message, result in zip(messages, results, strict=True):
+        for message in messages:
+            result = by_id.get(message.id, {"error": "no_result"})
             error = result.get("error")
             if error == "conflict":
                 stored.append(Stored(message.id, created=False))

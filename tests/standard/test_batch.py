@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from kuno.standard import keys
 from tests.standard.conftest import bearer
 from tests.support.messages import message_body
 from tests.support.pouchdb import http_json
@@ -75,6 +76,30 @@ async def test_a_deleted_message_in_a_batch_stays_deleted_and_the_others_are_sto
         {"id": fresh["id"], "stored": True, "created": True},
     ]
     assert http_json("GET", f"{couchdb.db_url(database)}/{gone['id']}")[0] == 404
+    assert couchdb.all_ids(database) == {fresh["id"]}
+
+
+async def test_results_are_matched_by_id_when_couchdb_answers_in_another_order(
+    node, couchdb, database, master_token, monkeypatch
+):
+    # pouchdb-server's bulk_docs wrappers may reorder the answer; a result read by
+    # position would call the new message revived and delete it.
+    gone, fresh = message_body(), message_body()
+    await post_batch(node, master_token, [gone])
+    await node.delete(f"/messages/{gone['id']}", headers=bearer(master_token))
+    store = node.app[keys.STORE]
+    bulk_docs = store.couch.bulk_docs
+
+    async def reversed_bulk_docs(db, docs):
+        return list(reversed(await bulk_docs(db, docs)))
+
+    monkeypatch.setattr(store.couch, "bulk_docs", reversed_bulk_docs)
+
+    response = await post_batch(node, master_token, [gone, fresh])
+    assert (await response.json())["results"] == [
+        {"id": gone["id"], "stored": True, "created": False},
+        {"id": fresh["id"], "stored": True, "created": True},
+    ]
     assert couchdb.all_ids(database) == {fresh["id"]}
 
 
