@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -53,11 +54,15 @@ def http_json(
 class PouchServer:
     """One pouchdb-server process. `stop()` and `start()` again keep port and data."""
 
-    def __init__(self, workdir: Path, name: str = "couchdb") -> None:
+    def __init__(
+        self, workdir: Path, name: str = "couchdb", env: dict[str, str] | None = None
+    ) -> None:
         if not POUCHDB_BIN.exists():
             raise RuntimeError(f"{POUCHDB_BIN} is missing: run `make pouchdb`")
         self.name = name
         self.workdir = workdir
+        # Added to this process's environment, e.g. a docker-entrypoint.js setting.
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._process: subprocess.Popen[bytes] | None = None
@@ -85,6 +90,7 @@ class PouchServer:
                 "127.0.0.1",
             ],
             cwd=self.workdir,
+            env=os.environ | self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

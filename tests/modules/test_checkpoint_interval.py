@@ -1,0 +1,78 @@
+"""Replication checkpoints are written at an interval, as CouchDB's replicator does.
+
+images/pouchdb-server/docker-entrypoint.js (preloaded by the image and by PouchServer)
+holds back the checkpoints pouchdb would write after every replicated batch, and writes
+the newest one when KUNO_CHECKPOINT_INTERVAL_MS is up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.pouchdb import PouchServer, http_json, wait_until
+
+DB = "messages"
+INTERVAL_S = 4.0
+WRITES = 15
+CHECKPOINT_PUT = re.compile(rf"PUT /{DB}/(_local/[^ ?\x1b]+)")
+
+
+@pytest.fixture
+def source_and_target(test_dir: Path) -> Iterator[tuple[PouchServer, PouchServer]]:
+    # The source logs every request: the target's replication checkpoints on it too.
+    (test_dir / "source").mkdir(parents=True)
+    (test_dir / "source" / "config.json").write_text(json.dumps({"log": {"level": "info"}}))
+    servers = (
+        PouchServer(test_dir / "source", "source"),
+        PouchServer(
+            test_dir / "target",
+            "target",
+            env={"KUNO_CHECKPOINT_INTERVAL_MS": str(int(INTERVAL_S * 1000))},
+        ),
+    )
+    try:
+        for server in servers:
+            server.start()
+            server.create_db(DB)
+        yield servers
+    finally:
+        for server in servers:
+            server.destroy()
+
+
+def checkpoint_puts(server: PouchServer) -> list[str]:
+    """The _local document ids of the checkpoints written on the server so far."""
+    return CHECKPOINT_PUT.findall((server.workdir / "server.log").read_text(errors="replace"))
+
+
+def test_checkpoints_are_written_at_the_interval_and_the_newest_one_last(
+    source_and_target,
+) -> None:
+    source, target = source_and_target
+    target.replicate_from(source, DB)
+    wait_until(lambda: checkpoint_puts(source), timeout=15)  # the one after catching up
+    started = time.monotonic()
+    for number in range(WRITES):
+        status, body = http_json("PUT", f"{source.db_url(DB)}/doc-{number}", {"n": number})
+        assert status == 201, body
+        time.sleep(0.05)
+    wait_until(lambda: len(target.all_ids(DB)) == WRITES, timeout=15)
+    elapsed = time.monotonic() - started
+
+    # pouchdb alone writes one per replicated batch: here about one per write.
+    assert len(checkpoint_puts(source)) <= 2 + int(elapsed // INTERVAL_S)
+
+    _, info = http_json("GET", source.db_url(DB))
+    checkpoint_path = checkpoint_puts(source)[0]  # as logged: URL-encoded
+
+    def newest_written() -> bool:
+        status, checkpoint = http_json("GET", f"{source.db_url(DB)}/{checkpoint_path}")
+        return status == 200 and checkpoint["last_seq"] == info["update_seq"]
+
+    wait_until(newest_written, timeout=INTERVAL_S + 10)
