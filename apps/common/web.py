@@ -189,10 +189,18 @@ def authenticate(request: web.Request, verifier: TokenVerifier) -> Identity:
         fail(web.HTTPUnauthorized, "unauthorized", "the token is invalid or expired")
 
 
-async def read_json_object(request: web.Request) -> dict[str, Any]:
-    """The request body as a JSON object, or 400/413."""
+async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or 400/413.
+
+    At most `max_bytes` (else the app's client_max_size): a body that says it is longer is
+    refused before it is read, one sent in chunks as soon as it passes the limit.
+    """
     if request.content_type != "application/json":
         fail(web.HTTPUnsupportedMediaType, "unsupported_media_type", "send application/json")
+    if max_bytes is not None:
+        if request.content_length is not None and request.content_length > max_bytes:
+            fail(PayloadTooLarge, "too_large", "the request body is too large")
+        request = request.clone(client_max_size=max_bytes)
     try:
         body = await request.json()
     except web.HTTPRequestEntityTooLarge:

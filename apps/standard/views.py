@@ -29,8 +29,8 @@ async def store_message(request: web.Request) -> web.Response:
     already stored."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
-    _refuse_longer_than(request, settings.max_message_body)
-    message = _validate(await read_json_object(request), settings.max_ciphertext_bytes)
+    body = await read_json_object(request, settings.max_message_body)
+    message = _validate(body, settings.max_ciphertext_bytes)
     result = await request.app[keys.STORE].store_one(message)
     if result.error is not None:
         raise couch.CouchError(502, result.error, "CouchDB refused the message")
@@ -45,8 +45,7 @@ async def store_messages(request: web.Request) -> web.Response:
     `{"id", "stored": false, "error"}` when CouchDB refused that document."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
-    _refuse_longer_than(request, settings.max_batch_body)
-    body = await read_json_object(request)
+    body = await read_json_object(request, settings.max_batch_body)
     items = body.get("messages")
     if set(body) != {"messages"} or not isinstance(items, list) or not items:
         fail(web.HTTPBadRequest, "invalid_batch", 'the body must be {"messages": [...]}, not empty')
@@ -65,12 +64,6 @@ async def store_messages(request: web.Request) -> web.Response:
 def _require_master(request: web.Request) -> None:
     if not authenticate(request, request.app[keys.VERIFIER]).is_master:
         fail(web.HTTPForbidden, "forbidden", "only the master stores messages")
-
-
-def _refuse_longer_than(request: web.Request, limit: int) -> None:
-    """413 before reading a body that says it is longer than this route takes."""
-    if request.content_length is not None and request.content_length > limit:
-        fail(PayloadTooLarge, "too_large", "the request body is too large")
 
 
 def _validate(body: object, max_ciphertext_bytes: int, where: str = "") -> Message:

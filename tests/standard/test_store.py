@@ -159,6 +159,29 @@ async def test_a_ciphertext_over_the_configured_cap_is_refused_with_413(
     assert couchdb.all_ids(database) == {at_cap["id"]}
 
 
+async def test_a_chunked_body_over_the_route_limit_is_refused_with_413(
+    start_node, couchdb, database, master_token
+):
+    # No Content-Length to refuse it by: the read stops at the single-message limit,
+    # not at the app's (the batch route's) limit.
+    node = await start_node(couchdb, max_ciphertext_bytes=1024, max_batch_bytes=1024 * 1024)
+    padded = message_body() | {"padding": "x" * (64 * 1024)}
+
+    async def chunks():
+        encoded = json.dumps(padded).encode()
+        for start in range(0, len(encoded), 4096):
+            yield encoded[start : start + 4096]
+
+    refused = await node.post(
+        "/messages",
+        data=chunks(),
+        headers=bearer(master_token) | {"Content-Type": "application/json"},
+    )
+    assert refused.status == 413
+    assert (await refused.json())["error"] == "too_large"
+    assert couchdb.all_ids(database) == set()
+
+
 async def test_the_default_cap_is_64_kib(node, master_token):
     at_cap = message_body(ciphertext=base64.b64encode(b"c" * 64 * 1024).decode())
     over_cap = message_body(ciphertext=base64.b64encode(b"c" * (64 * 1024 + 1)).decode())
