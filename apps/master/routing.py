@@ -27,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from kuno.common.couch import CouchError
+from kuno.common.messages import MAX_NONCE_BYTES, Message, UserId, canonical_uuid, decoded_size
 from kuno.common.tokens import TokenSigner
 from kuno.master.fanout import StandardNodes
 from kuno.master.users import UserDirectory
-from kuno.standard.messages import MAX_NONCE_BYTES, Message, UserId, canonical_uuid, decoded_size
 
 log = logging.getLogger("kuno.master.routing")
 

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import CouchClient
-from kuno.standard.messages import Message
+from kuno.common.messages import Message
 
 log = logging.getLogger("kuno.standard.store")
 

@@ -8,9 +8,9 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from kuno.common import couch
+from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys
-from kuno.standard.messages import Message, canonical_uuid, from_document
 from kuno.standard.store import Cursor
 
 routes = web.RouteTableDef()

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from kuno.common.messages import Message
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
-from kuno.standard.messages import Message
 from tests.standard.conftest import bearer
 from tests.support.messages import DAY_MS, message_body
 from tests.support.pouchdb import http_json
