@@ -28,6 +28,8 @@ from tests.support.pouchdb import free_port
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 PROJECT = "kunotest"
+# Given to the CouchDB containers through couchdb_env (30 s is the image's default).
+COUCHDB_CHECKPOINT_INTERVAL_MS = 20000
 RECAP = re.compile(
     r"^(?P<host>\S+)\s+:\s+ok=(?P<ok>\d+)\s+changed=(?P<changed>\d+)\s+"
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
@@ -208,6 +210,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 "kuno_root": str(root),
                 "kuno_release": release,
                 "proxy_http_port": proxy_port,
+                # A number, as an inventory would give it: the role hands Docker a string.
+                "couchdb_env": {"KUNO_CHECKPOINT_INTERVAL_MS": COUCHDB_CHECKPOINT_INTERVAL_MS},
             }
         )
     )

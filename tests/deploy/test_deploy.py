@@ -19,7 +19,7 @@ import pytest
 
 from kuno.client.api import KunoClient
 from kuno.client.crypto import KeyPair
-from tests.deploy.conftest import PROJECT, Deployment, docker
+from tests.deploy.conftest import COUCHDB_CHECKPOINT_INTERVAL_MS, PROJECT, Deployment, docker
 from tests.support.pouchdb import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -46,7 +46,12 @@ def deployed(deployment: Deployment) -> Deployment:
 
 def test_a_cold_deploy_runs_every_container_healthy_behind_the_proxy(deployed: Deployment) -> None:
     for node in NODES:
-        assert docker("inspect", "-f", "{{.State.Running}}", f"{PROJECT}-couchdb-{node}") == "true"
+        couchdb = f"{PROJECT}-couchdb-{node}"
+        assert docker("inspect", "-f", "{{.State.Running}}", couchdb) == "true"
+        # couchdb_env reaches the container beside the admin the role sets.
+        env = env_of(couchdb)
+        assert env["KUNO_CHECKPOINT_INTERVAL_MS"] == str(COUCHDB_CHECKPOINT_INTERVAL_MS)
+        assert "COUCHDB_USER" in env
         status, health = deployed.proxy(f"/{node}/health")
         assert status == 200, health
         assert health["node"] == node
