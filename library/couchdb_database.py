@@ -23,25 +23,11 @@ attributes:
   diff_mode:
     support: full
     description: Shows the database and its security object before and after.
+extends_documentation_fragment:
+  - kuno_couchdb
 options:
-  url:
-    description: Base URL of the server, without credentials, for example V(http://127.0.0.1:5984).
-    type: str
-    required: true
   user:
     description: User name for HTTP basic authentication (a server admin to create databases).
-    type: str
-  password:
-    description: Password of O(user). Never logged or returned.
-    type: str
-  timeout:
-    description: Seconds to wait for each HTTP request.
-    type: float
-    default: 10
-  validate_certs:
-    description: Verify the server's TLS certificate.
-    type: bool
-    default: true
   name:
     description: Name of the database.
     type: str

@@ -33,25 +33,13 @@ attributes:
   diff_mode:
     support: full
     description: Shows the replication before and after, credentials redacted.
+extends_documentation_fragment:
+  - kuno_couchdb
 options:
   url:
     description: Base URL of the server that holds the C(_replicator) database, without credentials.
-    type: str
-    required: true
   user:
     description: User name for HTTP basic authentication to O(url).
-    type: str
-  password:
-    description: Password of O(user). Never logged or returned.
-    type: str
-  timeout:
-    description: Seconds to wait for each HTTP request.
-    type: float
-    default: 10
-  validate_certs:
-    description: Verify the server's TLS certificate.
-    type: bool
-    default: true
   id:
     description: The C(_id) of the replication document.
     type: str

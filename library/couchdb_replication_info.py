@@ -23,25 +23,9 @@ attributes:
     description: Reads only, in check mode as otherwise.
   diff_mode:
     support: none
+extends_documentation_fragment:
+  - kuno_couchdb
 options:
-  url:
-    description: Base URL of the server, without credentials, for example V(http://127.0.0.1:5984).
-    type: str
-    required: true
-  user:
-    description: User name for HTTP basic authentication.
-    type: str
-  password:
-    description: Password of O(user). Never logged or returned.
-    type: str
-  timeout:
-    description: Seconds to wait for each HTTP request.
-    type: float
-    default: 10
-  validate_certs:
-    description: Verify the server's TLS certificate.
-    type: bool
-    default: true
   replicator_db:
     description: The replicator database.
     type: str

@@ -15,6 +15,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "library"
 MODULE_UTILS = REPO / "module_utils"
+DOC_FRAGMENTS = REPO / "doc_fragments"
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
-from tests.modules.helpers import BIN, LIBRARY, PLAYBOOKS, Ansible, load_library
+from tests.modules.helpers import BIN, DOC_FRAGMENTS, LIBRARY, PLAYBOOKS, Ansible, load_library
 from tests.support.pouchdb import PouchServer, http_json, wait_until
 
 MODULES = ["couchdb_database", "couchdb_index", "couchdb_replication", "couchdb_replication_info"]
@@ -45,14 +46,21 @@ def test_the_whole_set_twice_changes_nothing_the_second_time(
         wait_until(lambda t=target, d=doc_id: d in t.all_ids(name))
 
 
-def test_ansible_doc_renders_every_module():
-    process = subprocess.run(
-        [str(BIN / "ansible-doc"), "-M", str(LIBRARY), "--json", *MODULES],
+def ansible_doc(*modules: str) -> subprocess.CompletedProcess[str]:
+    """`ansible-doc --json` on our modules, wherever the tests run from."""
+    return subprocess.run(
+        [str(BIN / "ansible-doc"), "-M", str(LIBRARY), "--json", *modules],
         capture_output=True,
         text=True,
         check=False,
         timeout=120,
+        # The connection options' shared documentation (ansible.cfg names it too).
+        env=os.environ | {"ANSIBLE_DOC_FRAGMENT_PLUGINS": str(DOC_FRAGMENTS)},
     )
+
+
+def test_ansible_doc_renders_every_module():
+    process = ansible_doc(*MODULES)
 
     assert process.returncode == 0, process.stderr
     assert "WARNING" not in process.stderr
@@ -66,13 +74,7 @@ def test_ansible_doc_renders_every_module():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_documented_options_are_the_argument_spec(module: str):
-    process = subprocess.run(
-        [str(BIN / "ansible-doc"), "-M", str(LIBRARY), "--json", module],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    process = ansible_doc(module)
     documented = json.loads(process.stdout)[module]["doc"]["options"]
     spec = load_library(module).argument_spec()
 
