@@ -113,6 +113,8 @@ class NodeWriter:
     ) -> None:
         self.session = session
         self.url = f"{url}/messages/batch"
+        self.single_url = f"{url}/messages"
+        self._without_batch_route = False  # logged once
         self.label = label
         self.token = token
         self.timeout = timeout
@@ -174,11 +176,19 @@ class NodeWriter:
                     answer = await response.json()
                     return {result["id"]: _outcome(result) for result in answer.get("results", [])}
                 await response.read()
-                log.warning(
-                    "node refused a batch",
-                    extra={"node": self.label, "status": response.status, "size": len(batch)},
-                )
-                return None if response.status in (400, 413) else {}
+                status = response.status
+            if status in (404, 405):
+                # A node of a release before the batch route (during a rollback, the
+                # nodes go back first): each message goes to its POST /messages.
+                if not self._without_batch_route:
+                    self._without_batch_route = True
+                    log.warning("node without batch route: one by one", extra={"node": self.label})
+                return await self._post_one_by_one(batch, headers, within)
+            log.warning(
+                "node refused a batch",
+                extra={"node": self.label, "status": status, "size": len(batch)},
+            )
+            return None if status in (400, 413) else {}
         except (
             TimeoutError,
             aiohttp.ClientError,
@@ -189,6 +199,29 @@ class NodeWriter:
         ) as exc:
             log.warning("node unreachable", extra={"node": self.label, "cause": type(exc).__name__})
             return {}
+
+    async def _post_one_by_one(
+        self, batch: list[_Store], headers: dict[str, str], within: float
+    ) -> dict[str, str]:
+        async def post(store: _Store) -> str:
+            try:
+                async with self.session.post(
+                    self.single_url,
+                    data=store.body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=within),
+                ) as response:
+                    await response.read()
+                    return _SINGLE_OUTCOMES.get(response.status, "failed")
+            except (TimeoutError, aiohttp.ClientError):
+                return "failed"
+
+        outcomes = await asyncio.gather(*(post(store) for store in batch))
+        return {store.id: outcome for store, outcome in zip(batch, outcomes, strict=True)}
+
+
+# POST /messages: 201 stored, 200 already there.
+_SINGLE_OUTCOMES = {201: "stored", 200: "duplicate"}
 
 
 def _outcome(result: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from kuno.master.app import create_app
@@ -337,3 +338,42 @@ async def test_a_message_a_node_refuses_fails_alone_and_its_batch_is_stored(
     assert couchdb_cluster[0].all_ids(database) == {
         frame["id"] for frame in frames if frame is not big
     }
+
+
+@web.middleware
+async def without_batch_route(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A standard node of a release before POST /messages/batch."""
+    if request.path == "/messages/batch":
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
+async def test_a_node_without_the_batch_route_gets_each_message_alone(
+    start_master: Starter,
+    nodes: list[RunningApp],
+    couchdb_cluster: list[PouchServer],
+    database: str,
+    public_key_file: Path,
+) -> None:
+    # During a rollback the storage nodes go back to the old release first.
+    old = create_standard(standard_settings(couchdb_cluster[2], "old", database, public_key_file))
+    old.middlewares.append(without_batch_route)
+    old_node = await RunningApp().start(old)
+    try:
+        master = await start_master(
+            storage_enabled=True, standard_node_urls=[nodes[0].url, old_node.url]
+        )
+        async with aiohttp.ClientSession() as session:
+            await account(session, master, "bob")
+            sockets = await senders(session, master, 4)
+            frames = [send_frame("bob") for _ in range(20)]
+            replies = await send_all(sockets, frames)
+            resent = await send_all(sockets[:1], frames[:1])  # already there: 200, still stored
+    finally:
+        await old_node.stop()
+    assert {r["id"]: (r["type"], r["stored"]) for r in replies.values()} == {
+        frame["id"]: ("ack", 2) for frame in frames
+    }
+    assert [(r["type"], r["stored"]) for r in resent.values()] == [("ack", 2)]
+    for server in (couchdb_cluster[0], couchdb_cluster[2]):
+        assert {frame["id"] for frame in frames} <= server.all_ids(database)
