@@ -1,8 +1,10 @@
-"""Replication checkpoints are written at an interval, as CouchDB's replicator does.
+"""What images/pouchdb-server/docker-entrypoint.js changes in pouchdb-server.
 
-images/pouchdb-server/docker-entrypoint.js (preloaded by the image and by PouchServer)
-holds back the checkpoints pouchdb would write after every replicated batch, and writes
-the newest one when KUNO_CHECKPOINT_INTERVAL_MS is up.
+The file is the image's entrypoint and PouchServer's preload. It holds back the
+checkpoints pouchdb would write after every replicated batch and writes the newest one
+when KUNO_CHECKPOINT_INTERVAL_MS is up, as CouchDB's replicator does; and it measures a
+database's disk size at most every KUNO_DISK_SIZE_CACHE_MS, not on every request. (The
+replication that resumes after a peer's restart: test_peer_restart.py.)
 """
 
 from __future__ import annotations
@@ -76,3 +78,25 @@ def test_checkpoints_are_written_at_the_interval_and_the_newest_one_last(
         return status == 200 and checkpoint["last_seq"] == info["update_seq"]
 
     wait_until(newest_written, timeout=INTERVAL_S + 10)
+
+
+def test_the_disk_size_is_measured_again_only_after_the_cache_interval(test_dir: Path) -> None:
+    server = PouchServer(
+        test_dir / "server", "server", env={"KUNO_DISK_SIZE_CACHE_MS": "5000"}
+    ).start()
+    try:
+        server.create_db(DB)
+
+        def disk_size() -> int:
+            status, info = http_json("GET", server.db_url(DB))
+            assert status == 200, info
+            return info["disk_size"]
+
+        before = disk_size()
+        docs = [{"_id": f"doc-{n}", "padding": "x" * 1000} for n in range(200)]
+        status, body = http_json("POST", server.db_url(DB) + "/_bulk_docs", {"docs": docs})
+        assert status == 201, body
+        assert disk_size() == before  # measured less than the interval ago
+        wait_until(lambda: disk_size() > before + 100_000, timeout=10, interval=0.5)
+    finally:
+        server.destroy()
