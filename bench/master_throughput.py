@@ -232,8 +232,8 @@ def raw_fan_out(
         url = f"{server.db_url(MESSAGES_DB)}/{document['_id']}"
         async with session.put(url, json=document) as response:
             await response.read()
-            # 200: replication from a node that stored it first got there before this POST.
-            return response.status in (200, 201)
+            # 409: replication from a server that stored it first got there before this PUT.
+            return response.status in (201, 409)
 
     async def fan_out(_: int) -> bool:
         body = message_body(recipient="raw")
