@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pouchdb import PouchServer, http_json, wait_until
+from tests.support.pouchdb import PouchServer, http_json, running, wait_until
 
 DB = "messages"
 # Seconds the pull gets to carry a write made on the restarted source; the replicator's
@@ -27,14 +27,8 @@ def source_and_target(test_dir: Path) -> Iterator[tuple[PouchServer, PouchServer
         PouchServer(test_dir / "source", "source"),
         PouchServer(test_dir / "target", "target"),
     )
-    try:
-        for server in servers:
-            server.start()
-            server.create_db(DB)
-        yield servers
-    finally:
-        for server in servers:
-            server.destroy()
+    with running(*servers, db=DB) as started:
+        yield started
 
 
 def write(server: PouchServer, doc_id: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.pouchdb import PouchServer, http_json, wait_until
+from tests.support.pouchdb import PouchServer, http_json, running, wait_until
 
 DB = "messages"
 INTERVAL_S = 4.0
@@ -38,14 +38,8 @@ def source_and_target(test_dir: Path) -> Iterator[tuple[PouchServer, PouchServer
             env={"KUNO_CHECKPOINT_INTERVAL_MS": str(int(INTERVAL_S * 1000))},
         ),
     )
-    try:
-        for server in servers:
-            server.start()
-            server.create_db(DB)
-        yield servers
-    finally:
-        for server in servers:
-            server.destroy()
+    with running(*servers, db=DB) as started:
+        yield started
 
 
 def checkpoint_puts(server: PouchServer) -> list[str]:
@@ -81,22 +75,17 @@ def test_checkpoints_are_written_at_the_interval_and_the_newest_one_last(
 
 
 def test_the_disk_size_is_measured_again_only_after_the_cache_interval(test_dir: Path) -> None:
-    server = PouchServer(
-        test_dir / "server", "server", env={"KUNO_DISK_SIZE_CACHE_MS": "5000"}
-    ).start()
-    try:
-        server.create_db(DB)
+    server = PouchServer(test_dir / "server", "server", env={"KUNO_DISK_SIZE_CACHE_MS": "5000"})
 
-        def disk_size() -> int:
-            status, info = http_json("GET", server.db_url(DB))
-            assert status == 200, info
-            return info["disk_size"]
+    def disk_size() -> int:
+        status, info = http_json("GET", server.db_url(DB))
+        assert status == 200, info
+        return info["disk_size"]
 
+    with running(server, db=DB):
         before = disk_size()
         docs = [{"_id": f"doc-{n}", "padding": "x" * 1000} for n in range(200)]
         status, body = http_json("POST", server.db_url(DB) + "/_bulk_docs", {"docs": docs})
         assert status == 201, body
         assert disk_size() == before  # measured less than the interval ago
         wait_until(lambda: disk_size() > before + 100_000, timeout=10, interval=0.5)
-    finally:
-        server.destroy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +160,19 @@ class PouchServer:
         status, body = http_json("GET", self.db_url(db) + "/_all_docs")
         assert status == 200, body
         return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}
+
+
+@contextlib.contextmanager
+def running(*servers: PouchServer, db: str) -> Iterator[tuple[PouchServer, ...]]:
+    """The servers started, each with `db` created; destroyed (data too) afterwards."""
+    try:
+        for server in servers:
+            server.start()
+            server.create_db(db)
+        yield servers
+    finally:
+        for server in servers:
+            server.destroy()
 
 
 def wait_until(predicate: Any, timeout: float = 15.0, interval: float = 0.05) -> Any:
