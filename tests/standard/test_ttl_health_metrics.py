@@ -32,8 +32,10 @@ async def test_health_names_the_node_and_its_replications(start_node, server_pai
     a.replicate_from(b, database, doc_id="from-b")
 
     async def replication_listed():
+        # Listed once its document exists; its state once pouchdb-server has written it.
         body = await (await node.get("/health")).json()
-        return body if body["replications"] else None
+        started = body["replications"] and body["replications"][0]["state"] != "unknown"
+        return body if started else None
 
     health = await eventually(replication_listed)
     assert health["node"] == "node7"
