@@ -149,7 +149,8 @@ if (DISK_SIZE_CACHE_MS > 0) {
     if (entry === undefined || Date.now() - entry.at > DISK_SIZE_CACHE_MS) {
       entry = { at: Date.now(), size: Promise.resolve(getDiskSize.call(this)) };
       measured.set(key, entry);
-      entry.size.catch(() => measured.delete(key));
+      const failed = entry;
+      entry.size.catch(() => measured.get(key) === failed && measured.delete(key));
     }
     if (typeof callback === 'function') {
       entry.size.then((size) => callback(null, size), callback);
