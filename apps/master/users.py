@@ -263,6 +263,11 @@ class UserDirectory:
                 await client.tombstone(self.database, live)
         return _user(doc, user_id)
 
+    async def read_document(self, doc_id: str) -> User | None:
+        """The account stored under exactly this document id (a legacy id, say)."""
+        user_id = canonical_username(doc_id)
+        return await self.servers.call(lambda c: self._read(c, doc_id, user_id))
+
     async def user_id(self, name: str) -> str | None:
         """The user id (canonical name) of a name as typed, or None when no such account."""
         try:
