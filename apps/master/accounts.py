@@ -92,5 +92,6 @@ async def _migrate(directory: UserDirectory) -> tuple[dict[str, Any], bool]:
             outcomes[await directory.migrate(user)].append(doc_id)
         except (couch.CouchError, NoMajority):
             failed.append(doc_id)
+    outcomes["collision"] = sorted({*outcomes["collision"], *survey["collisions"]})
     result = {**outcomes, "failed": failed, "unreachable": survey["unreachable"]}
     return result, not failed and not survey["unreachable"]

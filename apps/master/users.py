@@ -343,11 +343,14 @@ class UserDirectory:
 
         Returns `{"conflicts": [{"username", "revisions": [{"rev", "displayName",
         "publicKey", "createdAt", "servers": [url, ...]}]}], "legacy": [doc id, ...],
-        "unreachable": [url, ...]}`: conflicted accounts (served to nobody until
-        resolved) and accounts made before names were canonical, not yet migrated.
+        "collisions": [doc id, ...], "unreachable": [url, ...]}`: conflicted accounts
+        (served to nobody until resolved); accounts made before names were canonical
+        whose canonical id is still missing (`migrate` copies them); and such accounts
+        beside another account under their canonical id (an operator decides).
         """
         conflicts: dict[str, dict[str, dict[str, Any]]] = {}
         legacy: set[str] = set()
+        collisions: set[str] = set()
         unreachable: list[str] = []
         for client in self.servers.clients:
             url = couch.redact_url(str(client.url))
@@ -360,36 +363,50 @@ class UserDirectory:
             except couch.CouchError:
                 unreachable.append(url)
                 continue
-            for row in listing.get("rows", []):
-                doc = row.get("doc") or {}
-                doc_id = row["id"]
-                if doc_id.startswith("_"):
-                    continue
+            docs = {
+                row["id"]: row.get("doc") or {}
+                for row in listing.get("rows", [])
+                if not row["id"].startswith("_")
+            }
+            for doc_id, doc in docs.items():
                 if is_valid_username(doc_id) and doc_id != doc_id.lower():
-                    legacy.add(doc_id)
-                if not doc.get("_conflicts"):
-                    continue
-                revisions = conflicts.setdefault(doc_id, {})
-                for leaf in await client.live_leaves(self.database, doc_id):
-                    entry = revisions.setdefault(
-                        leaf["_rev"],
-                        {
-                            "rev": leaf["_rev"],
-                            "displayName": leaf.get("displayName", leaf.get("username")),
-                            "publicKey": leaf.get("publicKey"),
-                            "createdAt": leaf.get("createdAt"),
-                            "servers": [],
-                        },
-                    )
-                    entry["servers"].append(url)
+                    canonical = docs.get(doc_id.lower())
+                    if canonical is None:
+                        legacy.add(doc_id)
+                    elif _account_fields(canonical) != _account_fields(doc):
+                        collisions.add(doc_id)
+                if doc.get("_conflicts"):
+                    await self._survey_conflict(client, url, doc_id, conflicts)
         return {
             "conflicts": [
                 {"username": name, "revisions": list(revisions.values())}
                 for name, revisions in sorted(conflicts.items())
             ],
-            "legacy": sorted(legacy),
+            "legacy": sorted(legacy - collisions),
+            "collisions": sorted(collisions),
             "unreachable": unreachable,
         }
+
+    async def _survey_conflict(
+        self,
+        client: couch.CouchClient,
+        url: str,
+        doc_id: str,
+        conflicts: dict[str, dict[str, dict[str, Any]]],
+    ) -> None:
+        revisions = conflicts.setdefault(doc_id, {})
+        for leaf in await client.live_leaves(self.database, doc_id):
+            entry = revisions.setdefault(
+                leaf["_rev"],
+                {
+                    "rev": leaf["_rev"],
+                    "displayName": leaf.get("displayName", leaf.get("username")),
+                    "publicKey": leaf.get("publicKey"),
+                    "createdAt": leaf.get("createdAt"),
+                    "servers": [],
+                },
+            )
+            entry["servers"].append(url)
 
     async def resolve(self, doc_id: str, keep: str) -> dict[str, Any]:
         """Keep revision `keep` of the account document `doc_id`: on every server, delete
@@ -432,6 +449,10 @@ def describe_user(user: User) -> dict[str, Any]:
 
 def _same_account(one: User, other: User) -> bool:
     return (one.password_hash, one.public_key) == (other.password_hash, other.public_key)
+
+
+def _account_fields(doc: dict[str, Any]) -> tuple[Any, Any]:
+    return doc.get("passwordHash"), doc.get("publicKey")
 
 
 def _content(doc: dict[str, Any]) -> dict[str, Any]:

@@ -265,3 +265,86 @@ async def test_resolve_refuses_a_revision_no_server_holds(
     assert code == 2
     assert "no server that answered holds revision 1-nosuchrevision" in message
     assert live(servers[0], "grace")
+
+
+def _legacy(name: str, password: str, key: str) -> dict[str, Any]:
+    """An account as the master stored it before names were canonical."""
+    account = _account(password, key) | {"username": name, "createdAt": 7}
+    del account["displayName"]
+    return account
+
+
+async def test_accounts_migrate_copies_legacy_accounts_and_names_collisions(
+    servers: list[PouchServer], master: TestClient, settings: MasterSettings
+) -> None:
+    ivan_key = _key()
+    documents = {
+        "Ivan": _legacy("Ivan", PASSWORD, ivan_key),
+        "Kim": _legacy("Kim", PASSWORD, _key()),
+        "kim": _legacy("kim", OTHER_PASSWORD, _key()),
+    }
+    for server in servers:  # as replication would have left them: one revision each
+        for doc_id, doc in documents.items():
+            assert http_json("PUT", f"{server.db_url(USERS)}/{doc_id}", doc)[0] == 201
+    code, survey = accounts_command(settings, "list")
+    assert (code, survey["legacy"], survey["collisions"]) == (0, ["Ivan"], ["Kim"])
+    # Before the migration a legacy account logs in under its name as registered...
+    assert (await login(master, "Ivan", PASSWORD))[0] == 200
+    # ... which migrated it already; the command does the rest, and says so.
+    code, outcome = accounts_command(settings, "migrate")
+    assert code == 0, outcome
+    assert outcome == {
+        "migrated": [],
+        "canonical": [],
+        "collision": ["Kim"],
+        "failed": [],
+        "unreachable": [],
+    }
+    for server in servers:
+        doc = live(server, "ivan")
+        assert doc is not None
+        assert (doc["displayName"], doc["publicKey"], doc["migratedFrom"]) == (
+            "Ivan",
+            ivan_key,
+            "Ivan",
+        )
+    status, body = await login(master, "IVAN", PASSWORD)
+    assert (status, body["username"]) == (200, "ivan")
+    assert accounts_command(settings, "list")[1]["legacy"] == []
+
+
+async def test_accounts_migrate_copies_every_legacy_account_to_every_server(
+    servers: list[PouchServer], master: TestClient, settings: MasterSettings
+) -> None:
+    for server in servers:
+        for name in ("Lea", "MoE"):
+            assert (
+                http_json("PUT", f"{server.db_url(USERS)}/{name}", _legacy(name, PASSWORD, "k"))[0]
+                == 201
+            )
+    code, outcome = accounts_command(settings, "migrate")
+    assert code == 0, outcome
+    assert outcome["migrated"] == ["Lea", "MoE"]
+    assert all(live(s, "lea") and live(s, "moe") for s in servers)
+    assert (await login(master, "moe", PASSWORD))[1]["username"] == "moe"
+    assert accounts_command(settings, "migrate")[1]["canonical"] == []  # nothing left to do
+
+
+async def test_copies_of_one_account_with_different_histories_are_one_account(
+    servers: list[PouchServer], master: TestClient
+) -> None:
+    """A registration retried after a take-back: the same document gets another revision
+    where the take-back's tombstone was; after replication the two leaves hold the same
+    account, which is served (and the extra leaf removed), not refused."""
+    a, b, _ = servers
+    account = _account(PASSWORD, _key())
+    taken_back = _account(OTHER_PASSWORD, _key())  # the first attempt, refused
+    rev = http_json("PUT", f"{a.db_url(USERS)}/grace", taken_back)[1]["rev"]
+    assert http_json("DELETE", f"{a.db_url(USERS)}/grace?rev={rev}")[0] == 200
+    assert http_json("PUT", f"{a.db_url(USERS)}/grace", account)[0] == 201
+    assert http_json("PUT", f"{b.db_url(USERS)}/grace", account)[0] == 201
+    replicate_full_mesh(servers, [USERS])
+    await eventually(lambda: all(live(s, "grace") for s in servers), within=20)
+    await eventually(lambda: all(live(s, "grace").get("_conflicts") for s in (a, b)), within=20)
+    assert (await login(master, "grace", PASSWORD))[0] == 200
+    await eventually(lambda: all("_conflicts" not in live(s, "grace") for s in servers), within=20)
