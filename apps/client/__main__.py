@@ -119,8 +119,8 @@ async def run(args: argparse.Namespace) -> int:
             keys = existing or KeyPair.generate()
             profile.save_key(args.username, keys)  # before the account: never an account without it
             await client.register(args.username, password, keys)
-            profile.username = args.username
             profile.save_token(await client.login(args.username, password))
+            profile.username = client.username  # the user id: the name in lower case
             profile.save()
             print(f"registered {args.username}; keys in {profile.directory}")
         elif args.command == "login":
@@ -129,7 +129,7 @@ async def run(args: argparse.Namespace) -> int:
                 raise KunoError("whom to log in as? `kuno login USERNAME`")
             password = read_password(args, confirm=False)
             profile.save_token(await client.login(username, password))
-            profile.username = username
+            profile.username = client.username
             profile.save()
             print(f"logged in as {username}")
         elif args.command == "send":

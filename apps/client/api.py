@@ -154,18 +154,20 @@ class KunoClient:
     # --- accounts -----------------------------------------------------------
 
     async def register(self, username: str, password: str, keys: KeyPair) -> None:
-        await self._master(
+        """Register; `self.username` becomes the user id the master answers (the name in
+        lower case), whatever case was typed."""
+        body = await self._master(
             "POST",
             "/api/register",
             json={"username": username, "password": password, "publicKey": keys.public_b64},
         )
-        self.username, self.keys = username, keys
+        self.username, self.keys = body["username"], keys
 
     async def login(self, username: str, password: str, keys: KeyPair | None = None) -> str:
         body = await self._master(
             "POST", "/api/login", json={"username": username, "password": password}
         )
-        self.username, self.token = username, body["token"]
+        self.username, self.token = body["username"], body["token"]  # the user id
         if keys is not None:
             self.keys = keys
         return body["token"]

@@ -1,7 +1,9 @@
-"""`kuno-master` / `python -m kuno.master`: run the master."""
+"""`kuno-master` / `python -m kuno.master`: run the master;
+`kuno-master accounts ...`: the operators' account commands (kuno.master.accounts)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from kuno.common.web import run_service
@@ -10,6 +12,10 @@ from kuno.master.config import MasterSettings
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["accounts"]:
+        from kuno.master import accounts
+
+        sys.exit(accounts.main(sys.argv[2:]))
     run_service(
         "kuno-master",
         MasterSettings,

@@ -1,27 +1,30 @@
-"""Accounts in the replicated `users` database, read and written through any node that answers."""
+"""Accounts in the replicated `users` database: written on a majority of the CouchDB
+servers, read through any server that answers, never served while in conflict."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from kuno.common import couch
+from kuno.common.names import InvalidUsername, canonical_username, is_reserved, is_valid_username
 
 log = logging.getLogger("kuno.master.users")
 
 T = TypeVar("T")
 
-USERNAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 PUBLIC_KEY_BYTES = 32  # X25519
 # Known usernames remembered in memory: accounts are never deleted, so a hit stays true.
 KNOWN_USERS_CACHE = 10_000
@@ -39,9 +42,40 @@ def decode_public_key(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class User:
-    username: str
+    """An account. `user_id` is the canonical name (kuno.common.names): the tokens' subject
+    and the messages' `senderId`/`recipientId`; `display_name` is the name as its owner
+    typed it at registration."""
+
+    user_id: str
+    display_name: str
     public_key: str
     password_hash: str
+    # The document's id: the user id, or the name as typed for an account made before
+    # names were canonical (a legacy account, see UserDirectory.migrate).
+    doc_id: str
+
+
+class AccountConflict(Exception):
+    """The account's document has conflicting revisions with different content (two
+    registrations of one name met after a partition): it is served to nobody until an
+    operator keeps one (`kuno-master accounts resolve`)."""
+
+    def __init__(self, user_id: str, revisions: list[str]) -> None:
+        super().__init__(f"account {user_id!r} has conflicting revisions {revisions}")
+        self.user_id = user_id
+        self.revisions = revisions
+
+
+class NoMajority(Exception):
+    """A write reached fewer than a strict majority of the configured CouchDB servers."""
+
+    def __init__(self, accepted: int, needed: int, servers: int) -> None:
+        super().__init__(
+            f"{accepted} of {servers} CouchDB servers accepted the account, {needed} needed"
+        )
+        self.accepted = accepted
+        self.needed = needed
+        self.servers = servers
 
 
 class Failover:
@@ -74,12 +108,27 @@ class Failover:
         raise last
 
 
+def majority(servers: int) -> int:
+    """The smallest strict majority of `servers`: 2 of 3, 3 of 4, 1 of 1."""
+    return servers // 2 + 1
+
+
 class UserDirectory:
+    """Accounts in the database `database` on every configured CouchDB server.
+
+    A registration writes one byte-identical document (id: the canonical name) to every
+    server at once and counts only when a strict majority accepted it; two majorities
+    always share a server, which refuses the second (409), so two registrations of one
+    name cannot both succeed, whatever partitions do. Reads use one server that answers
+    and never serve a document whose revisions conflict (AccountConflict).
+    """
+
     def __init__(self, servers: Failover, database: str, hasher: PasswordHasher) -> None:
         self.servers = servers
         self.database = database
         self.hasher = hasher
-        self._known: OrderedDict[str, str] = OrderedDict()  # username → public key
+        # User ids known to exist: an account never goes away once registered.
+        self._known: OrderedDict[str, None] = OrderedDict()
         # A hash to verify against when the user does not exist, so both cost the same.
         self._dummy_hash = hasher.hash("not a password of anyone")
 
@@ -97,56 +146,334 @@ class UserDirectory:
         return [r for r in results if r is not None]
 
     async def create(self, username: str, password: str, public_key: str) -> bool:
-        """Register; False when the name is taken."""
+        """Register `username` (as typed; its canonical form is the user id and document id).
+
+        True when a strict majority of the configured servers stored the account; False
+        when the name is reserved or taken (a server already holds it: the copies written
+        elsewhere are deleted again). Raises InvalidUsername for an invalid name, and
+        NoMajority when too few servers answered (the copies written are deleted again,
+        best effort: a copy on a server that went away meanwhile stays and shows in
+        `kuno-master accounts list` if it ever contradicts a later registration).
+        """
+        user_id = canonical_username(username)
+        if is_reserved(user_id):
+            return False
         password_hash = await asyncio.to_thread(self.hasher.hash, password)
         doc = {
             "type": "user",
-            "username": username,
+            "username": user_id,
+            "displayName": username,
             "publicKey": public_key,
             "passwordHash": password_hash,
             "createdAt": int(time.time() * 1000),
         }
-        try:
-            await self.servers.call(lambda c: c.put(self.database, username, doc))
-        except couch.Conflict:
+        # Shielded: a client that goes away must not leave a write without its take-back.
+        created = await asyncio.shield(self._write_on_majority(user_id, doc, take_back=True))
+        if created:
+            self._remember(user_id)
+        return created
+
+    async def _write_on_majority(self, doc_id: str, doc: dict[str, Any], take_back: bool) -> bool:
+        """PUT the same document on every server; see create() for the outcome."""
+        clients = self.servers.clients
+        results = await asyncio.gather(
+            *(client.put(self.database, doc_id, doc) for client in clients),
+            return_exceptions=True,
+        )
+        written: list[tuple[couch.CouchClient, str]] = []
+        taken = False
+        for client, result in zip(clients, results, strict=True):
+            if isinstance(result, dict):
+                written.append((client, str(result.get("rev", ""))))
+            elif isinstance(result, couch.Conflict):
+                taken = True
+            elif isinstance(result, couch.CouchError):
+                log.warning(
+                    "couchdb did not store an account",
+                    extra={"couchdb": repr(client), "cause": result.error},
+                )
+            elif isinstance(result, BaseException):
+                raise result
+        needed = majority(len(clients))
+        if not taken and len(written) >= needed:
+            return True
+        if take_back:
+            await self._take_back(doc_id, written)
+        if taken:
             return False
-        self._remember(username, public_key)
-        return True
+        raise NoMajority(len(written), needed, len(clients))
+
+    async def _take_back(self, doc_id: str, written: list[tuple[couch.CouchClient, str]]) -> None:
+        """Delete exactly the revisions this registration wrote (never another's)."""
+
+        async def delete(client: couch.CouchClient, rev: str) -> None:
+            try:
+                await client.tombstone(self.database, [{"_id": doc_id, "_rev": rev}])
+            except couch.CouchError as exc:
+                log.error(
+                    "an account copy of a refused registration stays; "
+                    "see `kuno-master accounts list`",
+                    extra={"couchdb": repr(client), "username": doc_id, "cause": exc.error},
+                )
+
+        await asyncio.gather(*(delete(client, rev) for client, rev in written))
 
     async def get(self, username: str) -> User | None:
+        """The account of a name as typed (any case); None when absent or the name invalid.
+
+        The canonical id first, then, for an account made before names were canonical,
+        the name exactly as typed. Raises AccountConflict when the document has
+        conflicting revisions with different content, couch.Unavailable when no server
+        answers.
+        """
         try:
-            doc = await self.servers.call(lambda c: c.get(self.database, username))
-        except couch.NotFound:
+            user_id = canonical_username(username)
+        except InvalidUsername:
             return None
-        user = User(doc["username"], doc["publicKey"], doc["passwordHash"])
-        self._remember(username, user.public_key)
+        user = await self.servers.call(lambda c: self._read(c, user_id, user_id))
+        if user is None and username != user_id:
+            user = await self.servers.call(lambda c: self._read(c, username, user_id))
+        if user is not None:
+            self._remember(user_id)
         return user
 
-    async def public_key(self, username: str) -> str | None:
-        if username in self._known:
-            self._known.move_to_end(username)
-            return self._known[username]
-        user = await self.get(username)
-        return user.public_key if user else None
+    async def _read(self, client: couch.CouchClient, doc_id: str, user_id: str) -> User | None:
+        path = _doc_path(self.database, doc_id)
+        try:
+            doc = await client.request("GET", path, params={"conflicts": "true"})
+        except couch.NotFound:
+            return None
+        revisions = doc.get("_conflicts") or []
+        if revisions:
+            others = await asyncio.gather(
+                *(client.request("GET", path, params={"rev": rev}) for rev in revisions),
+                return_exceptions=True,
+            )
+            for other in others:
+                if isinstance(other, couch.NotFound):
+                    continue  # deleted meanwhile
+                if isinstance(other, BaseException):
+                    raise other
+                if _content(other) != _content(doc):
+                    raise AccountConflict(user_id, [doc["_rev"], *revisions])
+            # Copies of one registration whose histories differed (a retry after a
+            # take-back): the same account; keep the winner.
+            live = [other for other in others if isinstance(other, dict)]
+            with contextlib.suppress(couch.CouchError):
+                await client.tombstone(self.database, live)
+        return _user(doc, user_id)
 
-    async def exists(self, username: str) -> bool:
-        return await self.public_key(username) is not None
+    async def read_document(self, doc_id: str) -> User | None:
+        """The account stored under exactly this document id (a legacy id, say)."""
+        user_id = canonical_username(doc_id)
+        return await self.servers.call(lambda c: self._read(c, doc_id, user_id))
 
-    async def check_password(self, username: str, password: str) -> bool:
+    async def user_id(self, name: str) -> str | None:
+        """The user id (canonical name) of a name as typed, or None when no such account."""
+        try:
+            user_id = canonical_username(name)
+        except InvalidUsername:
+            return None
+        if user_id in self._known:
+            self._known.move_to_end(user_id)
+            return user_id
+        try:
+            user = await self.get(name)
+        except AccountConflict:
+            return user_id  # the name exists; nobody can log in as it until resolved
+        return user.user_id if user else None
+
+    async def exists(self, name: str) -> bool:
+        return await self.user_id(name) is not None
+
+    async def check_password(self, username: str, password: str) -> User | None:
+        """The account when the password is right, else None (the same cost either way).
+
+        Raises AccountConflict, couch.Unavailable as get(). An account made before names
+        were canonical is copied to its canonical id on its first login (best effort).
+        """
         user = await self.get(username)
         stored = user.password_hash if user else self._dummy_hash
         try:
             await asyncio.to_thread(self.hasher.verify, stored, password)
         except (VerificationError, InvalidHashError):
-            return False
-        return user is not None
+            return None
+        if user is not None and user.doc_id != user.user_id:
+            try:
+                await self.migrate(user)
+            except (couch.CouchError, NoMajority) as exc:
+                log.warning("legacy account not migrated yet", extra={"cause": str(exc)})
+        return user
 
-    def _remember(self, username: str, public_key: str) -> None:
-        self._known[username] = public_key
-        self._known.move_to_end(username)
+    async def migrate(self, user: User) -> str:
+        """Copy a legacy account (document id = the name as typed) to its canonical id.
+
+        The copy is byte-identical wherever it is written (its fields come from the
+        legacy document), so runs on several masters agree. Returns "migrated",
+        "canonical" (already there, the same account) or "collision" (another account
+        holds the canonical id: an operator decides). Raises NoMajority,
+        couch.Unavailable.
+        """
+        try:
+            existing = await self.get(user.user_id)
+        except AccountConflict:
+            return "collision"
+        if existing is not None and existing.doc_id == user.user_id:
+            return "canonical" if _same_account(existing, user) else "collision"
+        legacy = await self.servers.call(lambda c: c.get(self.database, user.doc_id))
+        doc = {
+            "type": "user",
+            "username": user.user_id,
+            "displayName": user.display_name,
+            "publicKey": user.public_key,
+            "passwordHash": user.password_hash,
+            "createdAt": legacy.get("createdAt", 0),
+            "migratedFrom": user.doc_id,
+        }
+        # No take-back: every copy is the same document, a 409 is most likely one.
+        if await self._write_on_majority(user.user_id, doc, take_back=False):
+            return "migrated"
+        after = await self.get(user.user_id)
+        return "canonical" if after is not None and _same_account(after, user) else "collision"
+
+    # --- for operators (kuno-master accounts) --------------------------------------
+
+    async def survey(self) -> dict[str, Any]:
+        """Accounts that need an operator, read from every server.
+
+        Returns `{"conflicts": [{"username", "revisions": [{"rev", "displayName",
+        "publicKey", "createdAt", "servers": [url, ...]}]}], "legacy": [doc id, ...],
+        "collisions": [doc id, ...], "unreachable": [url, ...]}`: conflicted accounts
+        (served to nobody until resolved); accounts made before names were canonical
+        whose canonical id is still missing (`migrate` copies them); and such accounts
+        beside another account under their canonical id (an operator decides).
+        """
+        conflicts: dict[str, dict[str, dict[str, Any]]] = {}
+        legacy: set[str] = set()
+        collisions: set[str] = set()
+        unreachable: list[str] = []
+        for client in self.servers.clients:
+            url = couch.redact_url(str(client.url))
+            try:
+                listing = await client.request(
+                    "GET",
+                    f"/{quote(self.database, safe='')}/_all_docs",
+                    params={"include_docs": "true", "conflicts": "true"},
+                )
+            except couch.CouchError:
+                unreachable.append(url)
+                continue
+            docs = {
+                row["id"]: row.get("doc") or {}
+                for row in listing.get("rows", [])
+                if not row["id"].startswith("_")
+            }
+            for doc_id, doc in docs.items():
+                if is_valid_username(doc_id) and doc_id != doc_id.lower():
+                    canonical = docs.get(doc_id.lower())
+                    if canonical is None:
+                        legacy.add(doc_id)
+                    elif _account_fields(canonical) != _account_fields(doc):
+                        collisions.add(doc_id)
+                if doc.get("_conflicts"):
+                    await self._survey_conflict(client, url, doc_id, conflicts)
+        return {
+            "conflicts": [
+                {"username": name, "revisions": list(revisions.values())}
+                for name, revisions in sorted(conflicts.items())
+            ],
+            "legacy": sorted(legacy - collisions),
+            "collisions": sorted(collisions),
+            "unreachable": unreachable,
+        }
+
+    async def _survey_conflict(
+        self,
+        client: couch.CouchClient,
+        url: str,
+        doc_id: str,
+        conflicts: dict[str, dict[str, dict[str, Any]]],
+    ) -> None:
+        revisions = conflicts.setdefault(doc_id, {})
+        for leaf in await client.live_leaves(self.database, doc_id):
+            entry = revisions.setdefault(
+                leaf["_rev"],
+                {
+                    "rev": leaf["_rev"],
+                    "displayName": leaf.get("displayName", leaf.get("username")),
+                    "publicKey": leaf.get("publicKey"),
+                    "createdAt": leaf.get("createdAt"),
+                    "servers": [],
+                },
+            )
+            entry["servers"].append(url)
+
+    async def resolve(self, doc_id: str, keep: str) -> dict[str, Any]:
+        """Keep revision `keep` of the account document `doc_id`: on every server, delete
+        every other live revision. Returns `{"deleted": {url: [rev, ...]}, "unreachable":
+        [url, ...]}`; run it again for unreachable servers. Raises ValueError when no
+        server that answered holds `keep` (nothing is deleted then)."""
+        leaves: dict[str, list[dict[str, Any]]] = {}
+        unreachable: list[str] = []
+        clients = {couch.redact_url(str(c.url)): c for c in self.servers.clients}
+        for url, client in clients.items():
+            try:
+                leaves[url] = await client.live_leaves(self.database, doc_id)
+            except couch.CouchError:
+                unreachable.append(url)
+        if not any(leaf["_rev"] == keep for found in leaves.values() for leaf in found):
+            raise ValueError(f"no server that answered holds revision {keep} of {doc_id!r}")
+        deleted: dict[str, list[str]] = {}
+        for url, found in leaves.items():
+            others = [leaf for leaf in found if leaf["_rev"] != keep]
+            try:
+                await clients[url].tombstone(self.database, others)
+            except couch.CouchError:
+                unreachable.append(url)
+                continue
+            deleted[url] = [leaf["_rev"] for leaf in others]
+        self._known.pop(canonical_username(doc_id), None)
+        return {"deleted": deleted, "unreachable": unreachable}
+
+    def _remember(self, user_id: str) -> None:
+        self._known[user_id] = None
+        self._known.move_to_end(user_id)
         while len(self._known) > KNOWN_USERS_CACHE:
             self._known.popitem(last=False)
 
 
 def describe_user(user: User) -> dict[str, Any]:
-    return {"username": user.username, "publicKey": user.public_key}
+    """The key lookup's answer: `{"username": user id, "publicKey": base64}`."""
+    return {"username": user.user_id, "publicKey": user.public_key}
+
+
+def _same_account(one: User, other: User) -> bool:
+    return (one.password_hash, one.public_key) == (other.password_hash, other.public_key)
+
+
+def _account_fields(doc: dict[str, Any]) -> tuple[Any, Any]:
+    return doc.get("passwordHash"), doc.get("publicKey")
+
+
+def _content(doc: dict[str, Any]) -> dict[str, Any]:
+    """A document without CouchDB's own fields (`_id`, `_rev`, `_conflicts`, ...)."""
+    return {key: value for key, value in doc.items() if not key.startswith("_")}
+
+
+def _doc_path(db: str, doc_id: str) -> str:
+    return f"/{quote(db, safe='')}/{quote(doc_id, safe='')}"
+
+
+def _user(doc: dict[str, Any], user_id: str) -> User | None:
+    fields = (doc.get("username"), doc.get("publicKey"), doc.get("passwordHash"))
+    if doc.get("type") != "user" or not all(isinstance(field, str) for field in fields):
+        log.error("not an account document", extra={"username": user_id})
+        return None
+    display_name = doc.get("displayName")
+    return User(
+        user_id=user_id,
+        display_name=display_name if isinstance(display_name, str) else doc["username"],
+        public_key=doc["publicKey"],
+        password_hash=doc["passwordHash"],
+        doc_id=doc["_id"],
+    )

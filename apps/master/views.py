@@ -6,36 +6,45 @@ import asyncio
 import json
 import logging
 import math
-import re
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from kuno.common import couch
+from kuno.common.names import USERNAME_RULE, InvalidUsername, canonical_username
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
 from kuno.common.web import authenticate, fail, read_json_object
 from kuno.master import keys
 from kuno.master.ratelimit import TokenBucket
 from kuno.master.routing import Connection, FrameError, ReceivedFrame, parse_frame
-from kuno.master.users import USERNAME_PATTERN, decode_public_key, describe_user
+from kuno.master.users import AccountConflict, NoMajority, User, decode_public_key, describe_user
 
 log = logging.getLogger("kuno.master")
 
 routes = web.RouteTableDef()
 
-USERNAME = re.compile(USERNAME_PATTERN)
-RESERVED_USERNAMES = frozenset({"master"})  # the service token's subject
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 # Headroom over the ciphertext's base64 for the frame's other fields.
 FRAME_OVERHEAD = 4096
 
 
-def _username(body: dict[str, Any]) -> str:
-    username = body.get("username")
-    if not isinstance(username, str) or not USERNAME.fullmatch(username):
-        fail(web.HTTPBadRequest, "invalid_username", "username must match " + USERNAME_PATTERN)
-    return username
+def _username(value: Any) -> str:
+    """The name as typed, checked (kuno.common.names); 400 invalid_username otherwise."""
+    try:
+        canonical_username(value)
+    except InvalidUsername:
+        fail(web.HTTPBadRequest, "invalid_username", USERNAME_RULE)
+    return str(value)
+
+
+def _account_conflict(exc: AccountConflict) -> NoReturn:
+    log.warning("account in conflict", extra={"username": exc.user_id})
+    fail(
+        web.HTTPConflict,
+        "account_conflict",
+        "this account has conflicting registrations; an operator must resolve it",
+    )
 
 
 def _password(body: dict[str, Any]) -> str:
@@ -73,7 +82,7 @@ def _client_address(request: web.Request) -> str:
 async def register(request: web.Request) -> web.Response:
     _limit(keys.CLIENT_LIMITER, request, _client_address(request))
     body = await read_json_object(request)
-    username = _username(body)
+    username = _username(body.get("username"))
     password = _password(body)
     public_key = body.get("publicKey")
     try:
@@ -82,40 +91,55 @@ async def register(request: web.Request) -> web.Response:
         decode_public_key(public_key)
     except ValueError as exc:
         fail(web.HTTPBadRequest, "invalid_public_key", str(exc))
-    if username in RESERVED_USERNAMES:
+    try:
+        created = await request.app[keys.USERS].create(username, password, public_key)
+    except NoMajority as exc:
+        log.warning("registration refused: no majority", extra={"cause": str(exc)})
+        fail(
+            web.HTTPServiceUnavailable,
+            "no_majority",
+            f"the account store cannot confirm the registration ({exc}); try again later",
+        )
+    if not created:
         fail(web.HTTPConflict, "username_taken", "this username is taken")
-    if not await request.app[keys.USERS].create(username, password, public_key):
-        fail(web.HTTPConflict, "username_taken", "this username is taken")
-    log.info("registered", extra={"username": username})
-    return web.json_response({"username": username, "publicKey": public_key}, status=201)
+    user_id = canonical_username(username)
+    log.info("registered", extra={"username": user_id})
+    return web.json_response({"username": user_id, "publicKey": public_key}, status=201)
 
 
 @routes.post("/api/login")
 async def login(request: web.Request) -> web.Response:
     _limit(keys.CLIENT_LIMITER, request, _client_address(request))
     body = await read_json_object(request)
-    username = _username(body)
+    username = _username(body.get("username"))
     password = body.get("password")
-    _limit(keys.LOGIN_LIMITER, request, username)
+    # Per user id: attempts as "Alice" and "alice" share one limit.
+    _limit(keys.LOGIN_LIMITER, request, canonical_username(username))
     if not isinstance(password, str) or len(password) > MAX_PASSWORD:
         fail(web.HTTPUnauthorized, "invalid_credentials", "wrong username or password")
-    if not await request.app[keys.USERS].check_password(username, password):
-        log.info("login refused", extra={"username": username})
+    try:
+        user: User | None = await request.app[keys.USERS].check_password(username, password)
+    except AccountConflict as exc:
+        _account_conflict(exc)
+    if user is None:
+        log.info("login refused", extra={"username": canonical_username(username)})
         fail(web.HTTPUnauthorized, "invalid_credentials", "wrong username or password")
     settings = request.app[keys.SETTINGS]
-    token = request.app[keys.SIGNER].sign(username)
+    # The token's subject is the user id: the canonical name, whatever case was typed.
+    token = request.app[keys.SIGNER].sign(user.user_id)
     return web.json_response(
-        {"username": username, "token": token, "expiresIn": int(settings.token_ttl)}
+        {"username": user.user_id, "token": token, "expiresIn": int(settings.token_ttl)}
     )
 
 
 @routes.get("/api/users/{username}/key")
 async def public_key(request: web.Request) -> web.Response:
     authenticate(request, request.app[keys.VERIFIER])
-    username = request.match_info["username"]
-    if not USERNAME.fullmatch(username):
-        fail(web.HTTPNotFound, "not_found", "no such user")
-    user = await request.app[keys.USERS].get(username)
+    username = _username(request.match_info["username"])
+    try:
+        user = await request.app[keys.USERS].get(username)
+    except AccountConflict as exc:
+        _account_conflict(exc)
     if user is None:
         fail(web.HTTPNotFound, "not_found", "no such user")
     return web.json_response(describe_user(user))

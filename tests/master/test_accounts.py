@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import jwt
 import pytest
 from aiohttp.test_utils import TestClient
+from argon2 import PasswordHasher
 
 from kuno.client.crypto import KeyPair
+from kuno.common.names import USERNAME_RULE
 from kuno.common.tokens import TokenVerifier, load_public_key
 from tests.master.conftest import PASSWORD, MasterFactory, bearer, register
 from tests.support.pouchdb import PouchServer, http_json
@@ -147,3 +151,160 @@ async def test_key_lookup_needs_a_token_and_knows_only_registered_users(
     assert await response.json() == {"username": "alice", "publicKey": key}
     response = await master.get("/api/users/nobody/key", headers=bearer(token))
     assert response.status == 404
+
+
+# --- names that would address CouchDB's special documents (issue 17 item 1) ----------
+
+SPECIAL_NAMES = [
+    "_all_docs",
+    "_changes",
+    "_security",
+    "_design",
+    "_design/x",
+    "_local/x",
+    "_find",
+    "_index",
+    "_bulk_docs",
+    "_revs_diff",
+    "_purge",
+    "_x",
+    "%5Fall_docs",
+    "%5Fsecurity",
+    "%5fdesign%2Fx",
+    "%255Fall_docs",
+    "_design%2Fx",
+]
+
+
+def _users_state(couchdb: PouchServer, db: str) -> tuple[object, set[str]]:
+    security = http_json("GET", f"{couchdb.db_url(db)}/_security")
+    status, listing = http_json("GET", f"{couchdb.db_url(db)}/_all_docs")
+    assert status == 200, listing
+    return security, {row["id"] for row in listing["rows"]}
+
+
+@pytest.mark.parametrize("name", SPECIAL_NAMES)
+async def test_no_route_lets_a_name_address_a_couchdb_special_document(
+    master: TestClient, couchdb: PouchServer, database: str, name: str
+) -> None:
+    token = await register(master, "alice")
+    before = _users_state(couchdb, f"users_{database}")
+    body = {"username": name, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
+    for path in ("/api/register", "/api/login"):
+        response = await master.post(path, json=body)
+        assert response.status == 400, (path, await response.text())
+        assert (await response.json())["error"] == "invalid_username"
+    for raw in (name, quote(name, safe=""), quote(name, safe="/")):
+        response = await master.get(f"/api/users/{raw}/key", headers=bearer(token))
+        assert response.status in (400, 404), (raw, await response.text())
+        assert response.content_type == "application/json"
+        assert (await response.json())["error"] in ("invalid_username", "not_found")
+    assert _users_state(couchdb, f"users_{database}") == before
+
+
+async def test_a_name_beginning_with_underscore_is_refused_before_couchdb(
+    master: TestClient,
+) -> None:
+    """`_design` was stored as the document `_design` and logged in (issue 17)."""
+    response = await master.post(
+        "/api/register",
+        json={
+            "username": "_design",
+            "password": PASSWORD,
+            "publicKey": KeyPair.generate().public_b64,
+        },
+    )
+    assert response.status == 400
+    assert (await response.json())["reason"] == USERNAME_RULE
+
+
+# --- one person, one name (issue 17 item 2) ------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["master", "Master", "MASTER", "mAsTeR"])
+async def test_a_reserved_name_is_taken_in_every_case(master: TestClient, name: str) -> None:
+    response = await master.post(
+        "/api/register",
+        json={"username": name, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64},
+    )
+    assert response.status == 409
+    assert (await response.json())["error"] == "username_taken"
+
+
+async def test_names_are_unique_whatever_their_case(
+    master: TestClient, couchdb: PouchServer, database: str, key_pair: tuple[bytes, bytes]
+) -> None:
+    key = KeyPair.generate().public_b64
+    response = await master.post(
+        "/api/register", json={"username": "Alice", "password": PASSWORD, "publicKey": key}
+    )
+    assert response.status == 201
+    assert await response.json() == {"username": "alice", "publicKey": key}
+    for other in ("alice", "ALICE", "aLiCe"):
+        response = await master.post(
+            "/api/register",
+            json={
+                "username": other,
+                "password": "another password",
+                "publicKey": KeyPair.generate().public_b64,
+            },
+        )
+        assert response.status == 409, other
+    # Stored once, under the canonical id, with the name as its owner typed it.
+    assert couchdb.all_ids(f"users_{database}") == {"alice"}
+    status, doc = http_json("GET", f"{couchdb.db_url('users_' + database)}/alice")
+    assert (status, doc["username"], doc["displayName"]) == (200, "alice", "Alice")
+    # Any case logs in; the token's subject is the user id, the canonical name.
+    verifier = TokenVerifier(load_public_key(key_pair[1]), "kuno")
+    for typed in ("Alice", "alice", "ALICE"):
+        response = await master.post("/api/login", json={"username": typed, "password": PASSWORD})
+        assert response.status == 200, typed
+        body = await response.json()
+        assert body["username"] == "alice"
+        assert verifier.verify(body["token"]).subject == "alice"
+        response = await master.get(f"/api/users/{typed}/key", headers=bearer(body["token"]))
+        assert await response.json() == {"username": "alice", "publicKey": key}
+
+
+async def test_an_account_made_before_canonical_names_still_logs_in(
+    master: TestClient, couchdb: PouchServer, database: str, key_pair: tuple[bytes, bytes]
+) -> None:
+    """A legacy document (id = the name as typed) logs in, and is copied to its canonical
+    id on that login, so messages addressed to `carol` reach it."""
+    key = KeyPair.generate().public_b64
+    legacy = {
+        "type": "user",
+        "username": "Carol",
+        "publicKey": key,
+        "passwordHash": PasswordHasher().hash(PASSWORD),
+        "createdAt": 1_700_000_000_000,
+    }
+    db_url = couchdb.db_url(f"users_{database}")
+    assert http_json("PUT", f"{db_url}/Carol", legacy)[0] == 201
+    response = await master.post("/api/login", json={"username": "Carol", "password": PASSWORD})
+    assert response.status == 200, await response.text()
+    token = (await response.json())["token"]
+    assert TokenVerifier(load_public_key(key_pair[1]), "kuno").verify(token).subject == "carol"
+    status, migrated = http_json("GET", f"{db_url}/carol")
+    assert status == 200
+    assert (migrated["username"], migrated["displayName"], migrated["publicKey"]) == (
+        "carol",
+        "Carol",
+        key,
+    )
+    assert migrated["passwordHash"] == legacy["passwordHash"]
+    for typed in ("carol", "CAROL"):
+        response = await master.post("/api/login", json={"username": typed, "password": PASSWORD})
+        assert response.status == 200, typed
+    response = await master.get("/api/users/carol/key", headers=bearer(token))
+    assert await response.json() == {"username": "carol", "publicKey": key}
+    # Nobody can take the name in another case.
+    response = await master.post(
+        "/api/register",
+        json={
+            "username": "CAROL",
+            "password": PASSWORD,
+            "publicKey": KeyPair.generate().public_b64,
+        },
+    )
+    assert response.status == 409
