@@ -8,6 +8,8 @@ first frame {"type":"auth","token"} for clients that cannot set headers, such as
     server → {"type":"message","id","from","ciphertext","nonce","timestamp"}
     server → {"type":"ack","id","delivered","stored","nodes"}  (+ "storage":"disabled")
     server → {"type":"error","id","reason"}  (id null when the frame had none)
+Close codes: 1008 bad token, 1009 frame too large, 1007 text not UTF-8, 1013 a socket
+too slow to take a frame (Connection), 1011 internal error, 1001 shutdown.
 """
 
 from __future__ import annotations
@@ -271,16 +273,21 @@ class Connection:
     async def close(self, code: int, message: bytes) -> None:
         """Close with `code`, waiting at most `close_grace` for the peer, then drop it."""
         self.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.close_grace
         try:
-            async with asyncio.timeout(self.close_grace):
+            async with asyncio.timeout_at(deadline):
                 await self.socket.close(code=code, message=message)
         except asyncio.CancelledError:
             if cancelled_here():
-                self._drop()
                 raise
-        except Exception as exc:  # a peer gone or too slow: dropped below either way
+            # aiohttp's shared drain waiter was cancelled under the close: the close frame
+            # is buffered and goes out if the peer reads; it keeps the rest of the grace.
+            await asyncio.sleep(max(deadline - loop.time(), 0))
+        except Exception as exc:  # a peer gone, or too slow for the grace: dropped below
             log.info("socket closed uncleanly", extra={"user": self.user, "cause": repr(exc)})
-        self._drop()
+        finally:
+            self._drop()
 
     def _drop(self) -> None:
         # Frees a buffer the peer never reads; no-op once the connection is gone.

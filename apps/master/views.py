@@ -199,10 +199,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         write_timeout=router.delivery_timeout,
         close_grace=settings.heartbeat,
     )
-    await connection.send({"type": "ready", "user": identity.subject})
+    # Added first: a client told "ready" is one a message to it reaches.
     router.add(connection)
     sends = TokenBucket(settings.send_burst, settings.send_per_second)
     try:
+        await connection.send({"type": "ready", "user": identity.subject})
         async for message in socket:
             if message.type == WSMsgType.ERROR:
                 break  # aiohttp has closed the socket (1007 for text that is not UTF-8)

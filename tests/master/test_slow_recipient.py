@@ -102,7 +102,7 @@ async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
         pushed = 0
         while (message := await bob.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
             pushed += 1
-        bob_close = (message.type, bob.close_code)
+        bob_close = (message.type, message.data)
     acks = {id_: answer for id_, answer in answers.items() if answer["type"] == "ack"}
     # A node slower than the store timeout on this machine answers an honest error.
     errors = [answer["reason"] for answer in answers.values() if answer["type"] != "ack"]
@@ -142,3 +142,65 @@ async def test_a_sender_whose_recipient_stalls_still_gets_each_answer_in_time(
             slowest = max(slowest, time.monotonic() - started)
             assert reply["id"] == frame["id"]
     assert slowest < 3 * STORE_TIMEOUT + 2
+
+
+class Broken(Exception):
+    """An exception class aiohttp is not known to raise."""
+
+
+@pytest.mark.parametrize(
+    "failure", [asyncio.CancelledError, Broken, OSError, ValueError, RuntimeError, TimeoutError]
+)
+async def test_whatever_a_recipient_socket_raises_the_sender_gets_its_answer(
+    start_master: Any, failure: type[BaseException]
+) -> None:
+    """A CancelledError nobody asked for (aiohttp's shared drain waiter, cancelled) is one."""
+    from kuno.master import keys
+    from tests.master.conftest import register
+    from tests.master.test_websocket import connect
+
+    master = await start_master()
+    alice = await connect(master, await register(master, "alice"))
+    bob = await connect(master, await register(master, "bob"))
+    (connection,) = master.app[keys.ROUTER].connections["bob"]
+
+    async def fails(_: str, compress: int | None = None) -> None:
+        raise failure()
+
+    connection.socket.send_str = fails  # type: ignore[method-assign]
+    frame = send_frame("bob")
+    await alice.send_json(frame)
+    answer = await alice.receive_json(timeout=10)
+    assert (answer["type"], answer["id"], answer["delivered"]) == ("ack", frame["id"], False)
+    closing = await bob.receive(timeout=10)
+    assert (closing.type, closing.data) == (
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+    )
+    assert "bob" not in master.app[keys.ROUTER].connections
+
+
+async def test_a_send_cancelled_for_real_still_ends_cancelled(start_master: Any) -> None:
+    """Answering whatever happens underneath must not swallow a real cancellation."""
+    from kuno.master import keys
+    from kuno.master.routing import SendFrame
+    from tests.master.conftest import register
+    from tests.master.test_websocket import connect
+
+    master = await start_master(store_timeout=30.0)
+    sockets = [await connect(master, await register(master, name)) for name in ("alice", "bob")]
+    router = master.app[keys.ROUTER]
+    (alice,) = router.connections["alice"]
+    (bob,) = router.connections["bob"]
+
+    async def hangs(_: str, compress: int | None = None) -> None:
+        await asyncio.Event().wait()
+
+    bob.socket.send_str = hangs  # type: ignore[method-assign]
+    task = asyncio.create_task(router.answer_send(alice, SendFrame(**send_frame("bob"))))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert not any(ws.closed for ws in sockets)
