@@ -153,9 +153,6 @@ def _error_response(
         return _as_json(exc)
     if isinstance(exc, BadInput):
         return _json(400, exc.error, exc.reason)
-    if isinstance(exc, HttpProcessingError):
-        # A body aiohttp could not read (bad chunking, short body): the client's input.
-        return _json(400, "bad_request", exc.message or "the request body could not be read")
     if isinstance(exc, couch.Unavailable):
         metrics.couchdb_errors.labels(kind="unavailable").inc()
         log.warning("couchdb unavailable", extra={"route": route, "cause": exc.reason})
@@ -274,6 +271,9 @@ async def read_json_object(request: web.Request, max_bytes: int | None = None) -
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         fail(PayloadTooLarge, "too_large", "the request body is too large")
+    except (ConnectionError, HttpProcessingError):
+        # Shorter than its Content-Length, or broken chunks: the client's fault, not ours.
+        fail(web.HTTPBadRequest, "incomplete_body", "the request body is incomplete")
     try:
         body = parse_json(raw)
     except BadInput as exc:

@@ -6,7 +6,9 @@ Named regressions first, then property-based tests (hypothesis, bounded for CI).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kuno.common.web import HttpMetrics, make_error_middleware
+from kuno.master.app import create_app
 from kuno.standard.app import create_app as create_standard
 from tests.e2e.cluster import RunningApp, standard_settings
 from tests.master.conftest import PASSWORD, MasterFactory, bearer, register
@@ -405,3 +408,30 @@ async def test_property_a_bad_auth_frame_gets_an_error_frame_then_1008(
     assert (await ws.receive(timeout=10)).type == WSMsgType.CLOSE
     assert ws.close_code == WSCloseCode.POLICY_VIOLATION
     await ws.close()
+
+
+async def test_a_body_cut_short_is_not_logged_as_a_server_fault(
+    make_master_settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client gone mid-body was an "unhandled error" and a 500."""
+    caplog.set_level(logging.INFO, logger="kuno.http")
+    master = await RunningApp().start(create_app(make_master_settings()))
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", master.port)
+        writer.write(
+            b"POST /api/register HTTP/1.1\r\nHost: kuno\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 100\r\n\r\n{"username":'
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        writer.transport.abort()  # the client goes away mid-body
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if any(r.getMessage() == "request" for r in caplog.records):
+                break
+    finally:
+        await master.stop()
+    faults = [r for r in caplog.records if r.name == "kuno.http" and r.levelno >= logging.ERROR]
+    assert faults == []
+    requests = [r for r in caplog.records if r.getMessage() == "request"]
+    assert [r.status for r in requests] == [400]  # type: ignore[attr-defined]
