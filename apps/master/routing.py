@@ -244,28 +244,27 @@ class Connection:
                 return False
             if write.cancelled():
                 # The shared drain waiter was cancelled: no later write succeeds either.
-                self.close_slow()
+                self.close_slow("socket write cancelled underneath; closing it")
                 return False
             failure = write.exception()
             if failure is not None:
-                if not isinstance(failure, (ConnectionError, RuntimeError)):
-                    log.warning(
-                        "socket write failed",
-                        extra={"user": self.user, "cause": type(failure).__name__},
-                    )
-                self.close_slow()
+                # ConnectionError, RuntimeError: the peer is gone or the socket is closing.
+                expected = isinstance(failure, (ConnectionError, RuntimeError))
+                self.close_slow(None if expected else f"socket write failed: {failure!r}")
                 return False
             return True
         finally:
             self.lock.release()
 
-    def close_slow(self) -> None:
-        """Close with 1013 in the background; the connection is dropped after the grace."""
+    def close_slow(self, why: str | None = "socket too slow; closing it") -> None:
+        """Close with 1013 in the background (logging `why`, if any); the connection is
+        dropped after the grace."""
         if self.closing or self.socket.closed:
             self.closing = True
             return
         self.closing = True
-        log.warning("socket too slow; closing it", extra={"user": self.user})
+        if why is not None:
+            log.warning(why, extra={"user": self.user})
         self._track(
             self.close(WSCloseCode.TRY_AGAIN_LATER, b"too slow to read; reconnect and list")
         )
@@ -490,11 +489,11 @@ class Router:
             if cancelled_here():
                 raise
             log.exception("push failed: cancelled underneath", extra={"user": connection.user})
-            connection.close_slow()
+            connection.close_slow("push failed; closing the socket")
             sent = False
         except Exception:
             log.exception("push failed", extra={"user": connection.user})
-            connection.close_slow()
+            connection.close_slow("push failed; closing the socket")
             sent = False
         if not connection.open:
             self.remove(connection)
