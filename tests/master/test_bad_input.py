@@ -168,6 +168,14 @@ async def test_a_response_that_started_is_never_followed_by_an_error_response(
     assert ws.close_code != WSCloseCode.PROTOCOL_ERROR
 
 
+@pytest.mark.parametrize("name", ["%FF", "%00", "a%2Fb", "%25", "x" * 5_000, "%C0%AF"])
+async def test_a_key_lookup_for_any_encoded_name_is_a_json_answer(
+    master: TestClient, alice_token: str, name: str
+) -> None:
+    response = await master.get(f"/api/users/{name}/key", headers=bearer(alice_token))
+    await assert_json_error(response)
+
+
 # --- named regressions: WebSocket ------------------------------------------------------
 
 
