@@ -142,8 +142,13 @@ class CouchClient:
 
     # --- documents ----------------------------------------------------------
 
-    async def put(self, db: str, doc_id: str, doc: JSON) -> JSON:
-        return await self.request("PUT", _doc_path(db, doc_id), json=doc)
+    async def create(self, db: str, doc: JSON) -> JSON:
+        """POST /{db}: a new document with its `_id`; raises Conflict when the id exists.
+
+        POST, not PUT /{db}/{id}: pouchdb-server refuses a PUT to the id `null` (412
+        missing_id), which CouchDB 3 accepts either way.
+        """
+        return await self.request("POST", f"/{quote(db, safe='')}", json=doc)
 
     async def get(self, db: str, doc_id: str) -> JSON:
         return await self.request("GET", _doc_path(db, doc_id))

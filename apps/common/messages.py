@@ -20,7 +20,8 @@ from pydantic import (
 TTL_MS = 30 * 24 * 3600 * 1000
 MAX_NONCE_BYTES = 64
 
-UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+# No leading "_": CouchDB reserves such ids (kuno.common.names has the account rule).
+UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,63}$")]
 Base64Text = Annotated[StrictStr, Field(min_length=1)]
 
 

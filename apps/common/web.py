@@ -3,12 +3,14 @@ tokens."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -109,18 +111,10 @@ def make_error_middleware(metrics: HttpMetrics) -> Any:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            response = _as_json(exc)
-        except couch.Unavailable as exc:
-            metrics.couchdb_errors.labels(kind="unavailable").inc()
-            log.warning("couchdb unavailable", extra={"route": route, "cause": exc.reason})
-            response = _json(503, "couchdb_unavailable", "the message store is unreachable")
-        except couch.CouchError as exc:
-            metrics.couchdb_errors.labels(kind=exc.error or str(exc.status)).inc()
-            log.error("couchdb error", extra={"route": route, "status": exc.status})
-            response = _json(502, "couchdb_error", "the message store refused the request")
-        except Exception:
-            log.exception("unhandled error", extra={"route": route})
-            response = _json(500, "internal_error", "internal server error")
+            response = _error_response(exc, route, metrics, request)
+        except Exception as exc:
+            response = _error_response(exc, route, metrics, request)
+
         elapsed = time.perf_counter() - started
         metrics.requests.labels(route, request.method, str(response.status)).inc()
         metrics.latency.labels(route, request.method).observe(elapsed)
@@ -138,6 +132,37 @@ def make_error_middleware(metrics: HttpMetrics) -> Any:
         return response
 
     return error_middleware
+
+
+class ResponseStarted(ConnectionResetError):
+    """A handler failed after its response had started; the connection is dropped."""
+
+
+def _error_response(
+    exc: Exception, route: str, metrics: HttpMetrics, request: web.Request
+) -> web.Response:
+    """The contract's JSON error for what a handler raised; 500 only for our own faults.
+
+    Raises ResponseStarted instead when the handler's response (an upgraded WebSocket, a
+    stream) had already started: a response written then would land inside it.
+    """
+    if request.writer.output_size > 0:
+        log.error("error after the response started", extra={"route": route}, exc_info=exc)
+        raise ResponseStarted("the response had started") from exc
+    if isinstance(exc, web.HTTPException):
+        return _as_json(exc)
+    if isinstance(exc, BadInput):
+        return _json(400, exc.error, exc.reason)
+    if isinstance(exc, couch.Unavailable):
+        metrics.couchdb_errors.labels(kind="unavailable").inc()
+        log.warning("couchdb unavailable", extra={"route": route, "cause": exc.reason})
+        return _json(503, "couchdb_unavailable", "the message store is unreachable")
+    if isinstance(exc, couch.CouchError):
+        metrics.couchdb_errors.labels(kind=exc.error or str(exc.status)).inc()
+        log.error("couchdb error", extra={"route": route, "status": exc.status})
+        return _json(502, "couchdb_error", "the message store refused the request")
+    log.error("unhandled error", extra={"route": route}, exc_info=exc)
+    return _json(500, "internal_error", "internal server error")
 
 
 def _json(status: int, error: str, reason: str) -> web.Response:
@@ -189,24 +214,70 @@ def authenticate(request: web.Request, verifier: TokenVerifier) -> Identity:
         fail(web.HTTPUnauthorized, "unauthorized", "the token is invalid or expired")
 
 
-async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
-    """The request body as a JSON object, or 400/413.
+class BadInput(ValueError):
+    """Client input that cannot be parsed; the error middleware answers it with 400
+    `{"error": error, "reason": reason}` (a handler may raise it instead of fail())."""
 
-    At most `max_bytes` (else the app's client_max_size): a body that says it is longer is
-    refused before it is read, one sent in chunks as soon as it passes the limit.
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(reason)
+        self.error = error
+        self.reason = reason
+
+
+def parse_json(data: str | bytes, what: str = "the body") -> Any:
+    """JSON text (bytes must be UTF-8) as Python values.
+
+    Raises BadInput("invalid_json", "<what> is ...") for any text that is not JSON: bad
+    UTF-8, bad syntax, a number over Python's digit limit, nesting deeper than the
+    parser's recursion limit (about 1,000 levels) -- never another exception.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadInput("invalid_json", f"{what} is not valid UTF-8") from None
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise BadInput("invalid_json", f"{what} is nested too deeply") from None
+    except ValueError:
+        # JSONDecodeError, and int() refusing more than sys.get_int_max_str_digits().
+        raise BadInput("invalid_json", f"{what} is not JSON") from None
+
+
+async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, or 400/413/415 with the contract's JSON error.
+
+    The body must be `application/json` in UTF-8 (RFC 8259; a `charset` other than UTF-8
+    is 415). At most `max_bytes` (else the app's client_max_size): a body that says it is
+    longer is refused before it is read, one sent in chunks as soon as it passes the limit.
     """
     if request.content_type != "application/json":
         fail(web.HTTPUnsupportedMediaType, "unsupported_media_type", "send application/json")
+    charset: object = request.charset  # a tuple for an RFC 2231 `charset*=` parameter
+    if charset is not None and (
+        not isinstance(charset, str) or charset.strip().lower() not in ("utf-8", "utf8")
+    ):
+        fail(
+            web.HTTPUnsupportedMediaType,
+            "unsupported_media_type",
+            "send application/json in UTF-8 (charset=utf-8 or none)",
+        )
     if max_bytes is not None:
         if request.content_length is not None and request.content_length > max_bytes:
             fail(PayloadTooLarge, "too_large", "the request body is too large")
         request = request.clone(client_max_size=max_bytes)
     try:
-        body = await request.json()
+        raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         fail(PayloadTooLarge, "too_large", "the request body is too large")
-    except ValueError:
-        fail(web.HTTPBadRequest, "invalid_json", "the body is not valid JSON")
+    except (ConnectionError, HttpProcessingError):
+        # Shorter than its Content-Length, or broken chunks: the client's fault, not ours.
+        fail(web.HTTPBadRequest, "incomplete_body", "the request body is incomplete")
+    try:
+        body = parse_json(raw)
+    except BadInput as exc:
+        fail(web.HTTPBadRequest, exc.error, exc.reason)
     if not isinstance(body, dict):
         fail(web.HTTPBadRequest, "invalid_json", "the body must be a JSON object")
     return body

@@ -8,6 +8,8 @@ first frame {"type":"auth","token"} for clients that cannot set headers, such as
     server → {"type":"message","id","from","ciphertext","nonce","timestamp"}
     server → {"type":"ack","id","delivered","stored","nodes"}  (+ "storage":"disabled")
     server → {"type":"error","id","reason"}  (id null when the frame had none)
+Close codes: 1008 bad token, 1009 frame too large, 1007 text not UTF-8, 1013 a socket
+too slow to take a frame (Connection), 1011 internal error, 1001 shutdown.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from kuno.common.couch import CouchError
-from kuno.common.messages import MAX_NONCE_BYTES, Message, UserId, canonical_uuid, decoded_size
+from kuno.common.messages import MAX_NONCE_BYTES, Message, canonical_uuid, decoded_size
+from kuno.common.names import canonical_username
 from kuno.common.tokens import TokenSigner
+from kuno.common.web import BadInput, parse_json
 from kuno.master.fanout import StandardNodes
 from kuno.master.users import UserDirectory
 
@@ -77,7 +81,7 @@ class SendFrame(BaseModel):
 
     type: Literal["send"]
     id: StrictStr
-    to: UserId
+    to: StrictStr
     ciphertext: StrictStr = Field(min_length=1)
     nonce: StrictStr = Field(min_length=1)
 
@@ -85,6 +89,12 @@ class SendFrame(BaseModel):
     @classmethod
     def _uuid(cls, value: str) -> str:
         return canonical_uuid(value)
+
+    @field_validator("to")
+    @classmethod
+    def _recipient(cls, value: str) -> str:
+        # The user id: names are one account whatever their case (kuno.common.names).
+        return canonical_username(value)
 
     @field_validator("ciphertext")
     @classmethod
@@ -114,9 +124,9 @@ class ReceivedFrame(BaseModel):
 
 def parse_frame(text: str) -> SendFrame | ReceivedFrame:
     try:
-        data = json.loads(text)
-    except ValueError:
-        raise FrameError("invalid_frame", "the frame is not JSON") from None
+        data = parse_json(text, "the frame")
+    except BadInput as exc:
+        raise FrameError("invalid_frame", exc.reason) from None
     if not isinstance(data, dict):
         raise FrameError("invalid_frame", "the frame must be a JSON object")
     message_id = data.get("id") if isinstance(data.get("id"), str) else None
@@ -184,23 +194,122 @@ class Routed:
         return message.model_dump()
 
 
+def cancelled_here() -> bool:
+    """True when the running task itself is being cancelled.
+
+    A CancelledError can also come from a future the task awaited that someone else
+    cancelled (aiohttp shares one drain waiter among every writer of a socket); that is a
+    failure of the awaited thing, not a request to stop.
+    """
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 @dataclass(eq=False)
 class Connection:
-    """One authenticated socket; frames to it are written one at a time."""
+    """One authenticated socket; frames to it are written one at a time.
+
+    A frame the socket does not take within `write_timeout` seconds (lock wait included)
+    means the peer cannot keep up: the socket is closed with 1013 (try again later), and
+    gets `close_grace` seconds to read that close frame before its connection is dropped.
+    """
 
     user: str
     socket: web.WebSocketResponse
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    transport: asyncio.BaseTransport | None = None
+    write_timeout: float = 2.0
+    close_grace: float = 30.0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    closing: bool = field(default=False, init=False)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False, repr=False)
+
+    @property
+    def open(self) -> bool:
+        return not (self.closing or self.socket.closed)
 
     async def send(self, frame: dict[str, Any]) -> bool:
-        async with self.lock:
-            if self.socket.closed:
+        """Write one frame: True once the socket took it; False when the socket is closed,
+        fails or is too slow (then it is closed). Raises only when the caller is cancelled."""
+        text = json.dumps(frame, separators=(",", ":"))
+        deadline = asyncio.get_running_loop().time() + self.write_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.lock.acquire()
+        except TimeoutError:
+            self.close_slow()
+            return False
+        try:
+            if not self.open:
                 return False
-            try:
-                await self.socket.send_str(json.dumps(frame, separators=(",", ":")))
-            except (ConnectionError, RuntimeError):
+            # A task of its own, waited for and never cancelled: cancelling a write that
+            # waits for the peer would cancel the drain waiter every writer shares.
+            write = self._track(self.socket.send_str(text))
+            remaining = deadline - asyncio.get_running_loop().time()
+            done, _ = await asyncio.wait({write}, timeout=max(remaining, 0))
+            if not done:
+                self.close_slow()
+                return False
+            if write.cancelled():
+                # The shared drain waiter was cancelled: no later write succeeds either.
+                self.close_slow("socket write cancelled underneath; closing it")
+                return False
+            failure = write.exception()
+            if failure is not None:
+                # ConnectionError, RuntimeError: the peer is gone or the socket is closing.
+                expected = isinstance(failure, (ConnectionError, RuntimeError))
+                self.close_slow(None if expected else f"socket write failed: {failure!r}")
                 return False
             return True
+        finally:
+            self.lock.release()
+
+    def close_slow(self, why: str | None = "socket too slow; closing it") -> None:
+        """Close with 1013 in the background (logging `why`, if any); the connection is
+        dropped after the grace."""
+        if self.closing or self.socket.closed:
+            self.closing = True
+            return
+        self.closing = True
+        if why is not None:
+            log.warning(why, extra={"user": self.user})
+        self._track(
+            self.close(WSCloseCode.TRY_AGAIN_LATER, b"too slow to read; reconnect and list")
+        )
+
+    async def close(self, code: int, message: bytes) -> None:
+        """Close with `code`, waiting at most `close_grace` for the peer, then drop it."""
+        self.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.close_grace
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self.socket.close(code=code, message=message)
+        except asyncio.CancelledError:
+            if cancelled_here():
+                raise
+            # aiohttp's shared drain waiter was cancelled under the close: the close frame
+            # is buffered and goes out if the peer reads; it keeps the rest of the grace.
+            await asyncio.sleep(max(deadline - loop.time(), 0))
+        except Exception as exc:  # a peer gone, or too slow for the grace: dropped below
+            log.info("socket closed uncleanly", extra={"user": self.user, "cause": repr(exc)})
+        finally:
+            self._drop()
+
+    def _drop(self) -> None:
+        # Frees a buffer the peer never reads; no-op once the connection is gone.
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _track(self, coroutine: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # seen by the waiter, or not worth a traceback
 
 
 class Router:
@@ -281,6 +390,7 @@ class Router:
         }
 
     async def answer_send(self, connection: Connection, frame: SendFrame) -> None:
+        """Answer one send with its ack or an error frame, whatever failed underneath."""
         try:
             reply = await self.on_send(connection, frame)
         except FrameError as exc:
@@ -290,6 +400,13 @@ class Router:
             log.warning("accounts unavailable", extra={"id": frame.id, "cause": exc.error})
             reason = "the account store is unreachable; resend later"
             await self.refuse(connection, FrameError("unavailable", reason, frame.id))
+            return
+        except asyncio.CancelledError:
+            if cancelled_here():
+                raise
+            # Cancelled underneath (a future someone else cancelled), not by us: answer.
+            log.exception("routing failed: cancelled underneath", extra={"id": frame.id})
+            await self.refuse(connection, FrameError("internal", "internal error", frame.id))
             return
         except Exception:
             log.exception("routing failed", extra={"id": frame.id})
@@ -353,7 +470,7 @@ class Router:
         return Outcome(routed.delivered, stored, len(results))
 
     async def _deliver(self, document: dict[str, Any]) -> bool:
-        sockets = list(self.connections.get(document["recipientId"], ()))
+        sockets = [c for c in self.connections.get(document["recipientId"], ()) if c.open]
         if not sockets:
             return False
         frame = {
@@ -371,13 +488,23 @@ class Router:
         return delivered
 
     async def _push(self, connection: Connection, frame: dict[str, Any]) -> bool:
-        # A recipient that does not read must not hold up the sender's ack.
+        """True when the socket took the frame. A recipient that does not read must not
+        hold up the sender's ack: Connection.send is bounded and closes a slow socket."""
         try:
-            async with asyncio.timeout(self.delivery_timeout):
-                return await connection.send(frame)
-        except TimeoutError:
-            log.warning("recipient socket too slow", extra={"user": connection.user})
-            return False
+            sent = await connection.send(frame)
+        except asyncio.CancelledError:
+            if cancelled_here():
+                raise
+            log.exception("push failed: cancelled underneath", extra={"user": connection.user})
+            connection.close_slow("push failed; closing the socket")
+            sent = False
+        except Exception:
+            log.exception("push failed", extra={"user": connection.user})
+            connection.close_slow("push failed; closing the socket")
+            sent = False
+        if not connection.open:
+            self.remove(connection)
+        return sent
 
     async def _delete(self, recipient: str, message_id: str) -> None:
         inflight = self._inflight.get(message_id)
@@ -413,7 +540,4 @@ class Router:
 
     async def close_all(self, code: int, message: bytes) -> None:
         connections = [c for sockets in self.connections.values() for c in sockets]
-        await asyncio.gather(
-            *(c.socket.close(code=code, message=message) for c in connections),
-            return_exceptions=True,
-        )
+        await asyncio.gather(*(c.close(code, message) for c in connections), return_exceptions=True)

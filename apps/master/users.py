@@ -177,7 +177,7 @@ class UserDirectory:
         """PUT the same document on every server; see create() for the outcome."""
         clients = self.servers.clients
         results = await asyncio.gather(
-            *(client.put(self.database, doc_id, doc) for client in clients),
+            *(client.create(self.database, {"_id": doc_id, **doc}) for client in clients),
             return_exceptions=True,
         )
         written: list[tuple[couch.CouchClient, str]] = []

@@ -8,15 +8,16 @@ import logging
 import math
 from typing import Any, NoReturn
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from kuno.common import couch
 from kuno.common.names import USERNAME_RULE, InvalidUsername, canonical_username
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
-from kuno.common.web import authenticate, fail, read_json_object
+from kuno.common.web import BadInput, authenticate, fail, parse_json, read_json_object
 from kuno.master import keys
 from kuno.master.ratelimit import TokenBucket
-from kuno.master.routing import Connection, FrameError, ReceivedFrame, parse_frame
+from kuno.master.routing import Connection, FrameError, ReceivedFrame, Router, parse_frame
 from kuno.master.users import AccountConflict, NoMajority, User, decode_public_key, describe_user
 
 log = logging.getLogger("kuno.master")
@@ -215,33 +216,53 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=b"a user token is required")
         return socket
     router = request.app[keys.ROUTER]
-    connection = Connection(identity.subject, socket)
-    await connection.send({"type": "ready", "user": identity.subject})
+    connection = Connection(
+        identity.subject,
+        socket,
+        request.transport,
+        write_timeout=router.delivery_timeout,
+        close_grace=settings.heartbeat,
+    )
+    # Added first: a client told "ready" is one a message to it reaches.
     router.add(connection)
     sends = TokenBucket(settings.send_burst, settings.send_per_second)
     try:
+        await connection.send({"type": "ready", "user": identity.subject})
         async for message in socket:
-            if message.type != WSMsgType.TEXT:
-                await router.refuse(connection, FrameError("invalid_frame", "send text frames"))
-                continue
-            try:
-                frame = parse_frame(message.data)
-            except FrameError as exc:
-                await router.refuse(connection, exc)
-                continue
-            if isinstance(frame, ReceivedFrame):
-                router.on_received(connection, frame)
-            elif not sends.take():
-                limited = FrameError("rate_limited", "too many messages; resend later", frame.id)
-                await router.refuse(connection, limited)
-            else:
-                # The ack waits for the fan-out; the reader goes on with the next frame.
-                router.spawn(router.answer_send(connection, frame))
+            if message.type == WSMsgType.ERROR:
+                break  # aiohttp has closed the socket (1007 for text that is not UTF-8)
+            await _on_frame(router, connection, sends, message)
+    except Exception:
+        # Whatever fails, never an HTTP response inside the upgraded stream.
+        log.exception("websocket failed", extra={"user": identity.subject})
+        await connection.close(WSCloseCode.INTERNAL_ERROR, b"internal error")
     finally:
         router.remove(connection)
     if socket.close_code == WSCloseCode.MESSAGE_TOO_BIG:
         log.info("closed a socket: frame too large", extra={"user": identity.subject})
     return socket
+
+
+async def _on_frame(
+    router: Router, connection: Connection, sends: TokenBucket, message: aiohttp.WSMessage
+) -> None:
+    """One frame from an authenticated client: refused with an error frame, or routed."""
+    if message.type != WSMsgType.TEXT:
+        await router.refuse(connection, FrameError("invalid_frame", "send text frames"))
+        return
+    try:
+        frame = parse_frame(message.data)
+    except FrameError as exc:
+        await router.refuse(connection, exc)
+        return
+    if isinstance(frame, ReceivedFrame):
+        router.on_received(connection, frame)
+    elif not sends.take():
+        limited = FrameError("rate_limited", "too many messages; resend later", frame.id)
+        await router.refuse(connection, limited)
+    else:
+        # The ack waits for the fan-out; the reader goes on with the next frame.
+        router.spawn(router.answer_send(connection, frame))
 
 
 async def _first_frame_auth(
@@ -255,8 +276,8 @@ async def _first_frame_auth(
         message = None
     if message is not None and message.type == WSMsgType.TEXT:
         try:
-            frame = json.loads(message.data)
-        except ValueError:
+            frame = parse_json(message.data)
+        except BadInput:
             frame = None
         if isinstance(frame, dict) and frame.get("type") == "auth":
             try:

@@ -32,6 +32,17 @@ async def test_register_stores_an_argon2id_hash_never_the_password(
     assert doc["publicKey"] == key
 
 
+@pytest.mark.parametrize("name", ["null", "NULL", "undefined", "constructor"])
+async def test_names_a_json_layer_might_read_as_values_are_ordinary_accounts(
+    master: TestClient, name: str
+) -> None:
+    # pouchdb-server refuses `PUT /db/null` (412), which once made registering "null" a 503.
+    token = await register(master, name)
+    response = await master.get(f"/api/users/{name}/key", headers=bearer(token))
+    assert response.status == 200
+    assert (await response.json())["username"] == name.lower()
+
+
 async def test_a_taken_username_is_409(master: TestClient) -> None:
     await register(master, "alice")
     response = await master.post(

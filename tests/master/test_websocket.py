@@ -87,6 +87,18 @@ async def test_every_socket_of_the_recipient_gets_the_message(master: TestClient
     assert (await laptop.receive_json(timeout=5))["id"] == frame["id"]
 
 
+async def test_a_send_to_a_name_in_another_case_reaches_that_account(
+    master: TestClient,
+) -> None:
+    # "BOB" and "bob" are one account: the frame's `to` is the canonical user id.
+    alice, bob = await register(master, "alice"), await register(master, "bob")
+    bob_ws, alice_ws = await connect(master, bob), await connect(master, alice)
+    frame = send_frame("BOB")
+    await alice_ws.send_json(frame)
+    assert (await bob_ws.receive_json(timeout=5))["id"] == frame["id"]
+    assert (await alice_ws.receive_json(timeout=5))["delivered"] is True
+
+
 async def test_storage_disabled_is_said_clearly_in_the_log_at_start(
     make_master_settings: Any, caplog: pytest.LogCaptureFixture, aiohttp_client: Any
 ) -> None:

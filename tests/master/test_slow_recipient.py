@@ -1,0 +1,206 @@
+"""A recipient whose socket cannot keep up costs no sender its answer (issue 11, item 1)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kuno.master.app import create_app
+from kuno.standard.app import create_app as create_standard
+from tests.e2e.cluster import RunningApp, standard_settings
+from tests.master.conftest import PASSWORD, bearer
+from tests.master.test_websocket import b64, send_frame
+from tests.support.pouchdb import PouchServer, http_json
+
+MESSAGES = 100
+CIPHERTEXT_BYTES = 48 * 1024
+STORE_TIMEOUT = 3.0
+
+
+def small_receive_buffer(addr_info: Any) -> socket.socket:
+    """A client socket whose kernel buffer fills after a few kilobytes."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@pytest.fixture
+async def node(
+    couchdb: PouchServer, database: str, public_key_file: Path
+) -> AsyncIterator[RunningApp]:
+    settings = standard_settings(couchdb, "node1", database, public_key_file)
+    running = await RunningApp().start(create_standard(settings))
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def master(make_master_settings: Any, node: RunningApp) -> AsyncIterator[RunningApp]:
+    settings = make_master_settings(
+        storage_enabled=True,
+        standard_node_urls=[node.url],
+        store_timeout=STORE_TIMEOUT,
+        send_burst=MESSAGES,
+        send_per_second=1000.0,
+        # Also the time a closed slow socket gets to read its close frame.
+        heartbeat=120.0,
+    )
+    running = await RunningApp().start(create_app(settings))
+    yield running
+    await running.stop()
+
+
+async def login(session: aiohttp.ClientSession, master: RunningApp, username: str) -> str:
+    from kuno.client.crypto import KeyPair
+
+    body = {"username": username, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
+    async with session.post(f"{master.url}/api/register", json=body) as response:
+        assert response.status == 201, await response.text()
+    async with session.post(f"{master.url}/api/login", json=body) as response:
+        return str((await response.json())["token"])
+
+
+async def open_socket(
+    session: aiohttp.ClientSession, master: RunningApp, token: str
+) -> aiohttp.ClientWebSocketResponse:
+    ws = await session.ws_connect(f"{master.url}/ws", headers=bearer(token))
+    assert (await ws.receive_json(timeout=5))["type"] == "ready"
+    return ws
+
+
+async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
+    master: RunningApp, couchdb: PouchServer, database: str
+) -> None:
+    never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+    async with (
+        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=never_reads) as bob_session,
+    ):
+        alice = await open_socket(session, master, await login(session, master, "alice"))
+        bob = await open_socket(bob_session, master, await login(session, master, "bob"))
+        frames = [send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES)) for _ in range(MESSAGES)]
+        started = time.monotonic()
+        for frame in frames:
+            await alice.send_json(frame)
+        answers: dict[str, dict[str, Any]] = {}
+        while len(answers) < MESSAGES:
+            # Before the fix some sends were never answered: this timed out.
+            reply = await alice.receive_json(timeout=20)
+            answers[reply["id"]] = reply
+        elapsed = time.monotonic() - started
+        async with session.get(f"{master.url}/health") as response:
+            sockets = (await response.json())["websockets"]
+        # Bob reads at last: what was buffered, then the documented close code.
+        pushed = 0
+        while (message := await bob.receive(timeout=10)).type == aiohttp.WSMsgType.TEXT:
+            pushed += 1
+        bob_close = (message.type, message.data)
+    acks = {id_: answer for id_, answer in answers.items() if answer["type"] == "ack"}
+    # A node slower than the store timeout on this machine answers an honest error.
+    errors = [answer["reason"] for answer in answers.values() if answer["type"] != "ack"]
+    assert all("not stored" in reason for reason in errors), errors
+    assert all(answer["stored"] == 1 for answer in acks.values())
+    undelivered = [id_ for id_, answer in acks.items() if not answer["delivered"]]
+    assert undelivered, "bob never read, yet every message was delivered"
+    assert elapsed < 60
+    # Not delivered means still stored, to be listed when bob comes back.
+    status, listing = http_json(
+        "POST", f"{couchdb.db_url(database)}/_all_docs", {"keys": undelivered}
+    )
+    assert status == 200
+    assert all("error" not in row and not row["value"].get("deleted") for row in listing["rows"])
+    assert sockets == 1  # alice's; bob's was closed
+    assert bob_close == (aiohttp.WSMsgType.CLOSE, aiohttp.WSCloseCode.TRY_AGAIN_LATER)
+    assert pushed < MESSAGES
+
+
+async def test_a_sender_whose_recipient_stalls_still_gets_each_answer_in_time(
+    master: RunningApp,
+) -> None:
+    """Each answer within the bound: the push, the store and the ack, each timed out."""
+    never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
+    async with (
+        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(connector=never_reads) as bob_session,
+    ):
+        alice = await open_socket(session, master, await login(session, master, "alice"))
+        await open_socket(bob_session, master, await login(session, master, "bob"))
+        slowest = 0.0
+        for _ in range(12):
+            frame = send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES))
+            started = time.monotonic()
+            await alice.send_json(frame)
+            reply = await asyncio.wait_for(alice.receive_json(), timeout=20)
+            slowest = max(slowest, time.monotonic() - started)
+            assert reply["id"] == frame["id"]
+    assert slowest < 3 * STORE_TIMEOUT + 2
+
+
+class Broken(Exception):
+    """An exception class aiohttp is not known to raise."""
+
+
+@pytest.mark.parametrize(
+    "failure", [asyncio.CancelledError, Broken, OSError, ValueError, RuntimeError, TimeoutError]
+)
+async def test_whatever_a_recipient_socket_raises_the_sender_gets_its_answer(
+    start_master: Any, failure: type[BaseException]
+) -> None:
+    """A CancelledError nobody asked for (aiohttp's shared drain waiter, cancelled) is one."""
+    from kuno.master import keys
+    from tests.master.conftest import register
+    from tests.master.test_websocket import connect
+
+    master = await start_master()
+    alice = await connect(master, await register(master, "alice"))
+    bob = await connect(master, await register(master, "bob"))
+    (connection,) = master.app[keys.ROUTER].connections["bob"]
+
+    async def fails(_: str, compress: int | None = None) -> None:
+        raise failure()
+
+    connection.socket.send_str = fails  # type: ignore[method-assign]
+    frame = send_frame("bob")
+    await alice.send_json(frame)
+    answer = await alice.receive_json(timeout=10)
+    assert (answer["type"], answer["id"], answer["delivered"]) == ("ack", frame["id"], False)
+    closing = await bob.receive(timeout=10)
+    assert (closing.type, closing.data) == (
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+    )
+    assert "bob" not in master.app[keys.ROUTER].connections
+
+
+async def test_a_send_cancelled_for_real_still_ends_cancelled(start_master: Any) -> None:
+    """Answering whatever happens underneath must not swallow a real cancellation."""
+    from kuno.master import keys
+    from kuno.master.routing import SendFrame
+    from tests.master.conftest import register
+    from tests.master.test_websocket import connect
+
+    master = await start_master(store_timeout=30.0)
+    sockets = [await connect(master, await register(master, name)) for name in ("alice", "bob")]
+    router = master.app[keys.ROUTER]
+    (alice,) = router.connections["alice"]
+    (bob,) = router.connections["bob"]
+
+    async def hangs(_: str, compress: int | None = None) -> None:
+        await asyncio.Event().wait()
+
+    bob.socket.send_str = hangs  # type: ignore[method-assign]
+    task = asyncio.create_task(router.answer_send(alice, SendFrame(**send_frame("bob"))))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+    assert not any(ws.closed for ws in sockets)
