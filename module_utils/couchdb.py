@@ -314,6 +314,165 @@ def differences(before, after, prefix=""):
     return []
 
 
+# --- Mango selectors in CouchDB's normal form ------------------------------------
+#
+# CouchDB 3 stores a Mango selector (an index's partial_filter_selector) the way its
+# mango_selector:normalize/1 rewrites it, and lists it so: {"type": "message"} comes back
+# as {"type": {"$eq": "message"}}. pouchdb-server lists it as written. Comparing both
+# sides in that normal form makes the comparison agree on either flavour.
+
+# Operators whose argument is a list of selectors (norm_ops recurses into each).
+_MANGO_LIST_COMBINATORS = ("$and", "$or", "$nor")
+# Operators whose argument is one selector, normalised on its own (no field path pushed in).
+_MANGO_SUB_SELECTORS = ("$elemMatch", "$allMatch", "$keyMapMatch")
+# What negate/1 turns each comparison into.
+_MANGO_NEGATED = {
+    "$lt": "$gte",
+    "$lte": "$gt",
+    "$eq": "$ne",
+    "$ne": "$eq",
+    "$gte": "$lt",
+    "$gt": "$lte",
+    "$in": "$nin",
+    "$nin": "$in",
+}
+
+
+def _is_operator(key):
+    return isinstance(key, str) and key.startswith("$")
+
+
+def _single(selector):
+    """(key, value) of a one-key dict, else None."""
+    if isinstance(selector, dict) and len(selector) == 1:
+        return next(iter(selector.items()))
+    return None
+
+
+def _mango_norm_ops(selector):
+    """norm_ops/1: implicit $and of several keys, a bare value as $eq, $text as $default."""
+    pair = _single(selector)
+    if pair is None:
+        if isinstance(selector, dict) and len(selector) > 1:
+            return {"$and": [_mango_norm_ops({key: value}) for key, value in selector.items()]}
+        return {"$eq": selector}  # a bare value (or {}) means equality
+    key, value = pair
+    if key in _MANGO_LIST_COMBINATORS and isinstance(value, list):
+        return {key: [_mango_norm_ops(item) for item in value]}
+    if key in ("$not",) + _MANGO_SUB_SELECTORS and isinstance(value, dict):
+        return {key: _mango_norm_ops(value)}
+    if key == "$text":
+        return {"$default": {"$text": value}}
+    if _is_operator(key):
+        return selector  # a terminal ($eq, $gt, $in, $exists, $regex, ...): its value as is
+    return {key: _mango_norm_ops(value)}
+
+
+def _mango_norm_fields(selector, path=""):
+    """norm_fields/1: field names joined into dotted paths, pushed below $and/$or/$not/$nor."""
+    if selector == {}:
+        return {}
+    key, value = _single(selector)
+    if key in _MANGO_LIST_COMBINATORS:
+        return {key: [_mango_norm_fields(item, path) for item in value]}
+    if key == "$not":
+        return {key: _mango_norm_fields(value, path)}
+    if key in _MANGO_SUB_SELECTORS:
+        return {path: {key: _mango_norm_fields(value)}}
+    if key == "$default" and path == "":
+        return selector
+    if _is_operator(key):
+        return {path: selector}
+    return _mango_norm_fields(value, key if path == "" else path + "." + key)
+
+
+def _mango_norm_negations(selector):
+    """norm_negations/1: $not and $nor moved down to the terminals (De Morgan)."""
+    pair = _single(selector)
+    if pair is None:
+        return selector
+    key, value = pair
+    if key == "$not":
+        return _mango_negate(value)
+    if key == "$nor":
+        return {"$and": [_mango_negate(item) for item in value]}
+    if key in ("$and", "$or"):
+        return {key: [_mango_norm_negations(item) for item in value]}
+    if key in _MANGO_SUB_SELECTORS:
+        return {key: _mango_norm_negations(value)}
+    return selector
+
+
+def _mango_negate(selector):
+    """negate/1."""
+    key, value = _single(selector)
+    if key == "$not":
+        return _mango_norm_negations(value)
+    if key == "$nor":
+        return {"$or": [_mango_norm_negations(item) for item in value]}
+    if key == "$and":
+        return {"$or": [_mango_negate(item) for item in value]}
+    if key == "$or":
+        return {"$and": [_mango_negate(item) for item in value]}
+    if key in _MANGO_NEGATED:
+        return {_MANGO_NEGATED[key]: value}
+    if key == "$exists" and isinstance(value, bool):
+        return {"$exists": not value}
+    if _is_operator(key):
+        return {"$not": selector}
+    return {key: _mango_negate(value)}
+
+
+def mango_normal_form(selector):
+    """A Mango selector as CouchDB 3 stores and lists it (mango_selector:normalize/1).
+
+    selector: a dict as a task gives it or a server lists it; None or {} give {}. The steps
+    are CouchDB's: norm_ops (several keys are an implicit $and in key order, a bare value is
+    {"$eq": value}, $text becomes {"$default": {"$text": ...}}), norm_fields (nested field
+    names become one dotted path, pushed below $and/$or/$not/$nor: {"a": {"b": {"$gt": 1}}}
+    is {"a.b": {"$gt": 1}}; $elemMatch, $allMatch and $keyMapMatch are normalised inside on
+    their own), norm_negations ($not and $nor pushed down to the terminals by De Morgan:
+    {"$not": {"a": {"$gt": 1}}} is {"a": {"$lte": 1}}). A form already normal is returned
+    equal, so the server's listing and the task's option can both go through it.
+
+    Raises ValueError for what is not a selector (not a dict, an operator with an argument
+    of the wrong type); CouchDB answers those with 400. Unknown operators pass unchanged.
+    """
+    if selector is None or selector == {}:
+        return {}
+    if not isinstance(selector, dict):
+        raise ValueError("A Mango selector must be an object, not %s." % type(selector).__name__)
+    try:
+        normal = _mango_norm_ops(selector)
+        normal = _mango_norm_fields(normal)
+        return _mango_norm_negations(normal)
+    except (TypeError, AttributeError) as exc:
+        raise ValueError("Not a valid Mango selector: %s" % exc) from None
+
+
+def comparable_selector(selector):
+    """The normal form with the arguments of $and, $or and $nor in a fixed order: the order of
+    a selector's keys changes nothing it matches, so two selectors that differ only there are
+    equal. None where there is no selector (CouchDB 3 does not list an empty one)."""
+    normal = mango_normal_form(selector)
+    return _sorted_combinators(normal) or None
+
+
+def _sorted_combinators(selector):
+    pair = _single(selector)
+    if pair is None:
+        return selector
+    key, value = pair
+    if key in _MANGO_LIST_COMBINATORS and isinstance(value, list):
+        parts = [_sorted_combinators(item) for item in value]
+        return {key: sorted(parts, key=lambda part: json.dumps(part, sort_keys=True))}
+    if key == "$not" or key in _MANGO_SUB_SELECTORS:
+        return {key: _sorted_combinators(value)}
+    if _is_operator(key):
+        return selector  # a terminal: its value is data, not a selector
+    return {key: _sorted_combinators(value)}
+
+
 def poll(read, done, timeout, interval=0.5):
     """Call read() until done(value) is true or timeout seconds passed; returns (value, done)."""
     deadline = time.monotonic() + timeout

@@ -57,6 +57,110 @@ def test_find_index_matches_design_document_and_name():
     assert index.find_index(listing, "_design/kuno", "by-sender") is None
 
 
+# --- Mango selectors in CouchDB's normal form ------------------------------------------------
+
+# (as written, as CouchDB 3 stores and lists it): DESIGN.md "CouchDB flavours" (measured on
+# 3.5.0) and the examples in the comments of CouchDB 3.5.0's src/mango/src/mango_selector.erl.
+COUCHDB_NORMAL_FORMS = [
+    # DESIGN.md: GET /db/_index lists {"type": "message"} as {"type": {"$eq": "message"}}.
+    ({"type": "message"}, {"type": {"$eq": "message"}}),
+    # norm_ops: "An implicit $and", in key order.
+    (
+        {"type": "message", "recipientId": "bob"},
+        {"$and": [{"type": {"$eq": "message"}}, {"recipientId": {"$eq": "bob"}}]},
+    ),
+    # norm_fields: "{foo: {bar: {$gt: 10}}}" -> "{"foo.bar": {$gt: 10}}".
+    ({"foo": {"bar": {"$gt": 10}}}, {"foo.bar": {"$gt": 10}}),
+    # norm_fields: "{foo: {$and: [{$gt: 5}, {$lt: 10}]}}" -> "{$and: [{foo: {$gt: 5}}, {foo: {$lt: 10}}]}".
+    (
+        {"foo": {"$and": [{"$gt": 5}, {"$lt": 10}]}},
+        {"$and": [{"foo": {"$gt": 5}}, {"foo": {"$lt": 10}}]},
+    ),
+    # Two operators on one field are the same implicit $and.
+    (
+        {"expiresAt": {"$gt": 5, "$lt": 10}},
+        {"$and": [{"expiresAt": {"$gt": 5}}, {"expiresAt": {"$lt": 10}}]},
+    ),
+    # norm_negations: "{$not: {foo: {$gt: 10}}}" -> "{foo: {$lte: 10}}".
+    ({"$not": {"foo": {"$gt": 10}}}, {"foo": {"$lte": 10}}),
+    # De Morgan: "{$not: {$and: [{foo: {$gt: 10}}, {foo: {$lt: 5}}]}}"
+    #         -> "{$or: [{foo: {$lte: 10}}, {foo: {$gte: 5}}]}".
+    (
+        {"$not": {"$and": [{"foo": {"$gt": 10}}, {"foo": {"$lt": 5}}]}},
+        {"$or": [{"foo": {"$lte": 10}}, {"foo": {"$gte": 5}}]},
+    ),
+    # $nor is the $and of the negations; a $not of $exists flips it; a $not of what cannot
+    # be negated ($regex) stays, below the field.
+    (
+        {"$nor": [{"type": "draft"}, {"deleted": {"$exists": True}}]},
+        {"$and": [{"type": {"$ne": "draft"}}, {"deleted": {"$exists": False}}]},
+    ),
+    ({"name": {"$not": {"$regex": "^x"}}}, {"name": {"$not": {"$regex": "^x"}}}),
+    # The $elemMatch example of match/3's comment: normalised inside on its own.
+    (
+        {"field_name": {"$elemMatch": {"$gte": 80, "$lt": 85}}},
+        {"field_name": {"$elemMatch": {"$and": [{"": {"$gte": 80}}, {"": {"$lt": 85}}]}}},
+    ),
+    # Terminals keep their argument as it is, an object as an $eq value too.
+    ({"tags": {"$in": ["a", {"b": 1}]}}, {"tags": {"$in": ["a", {"b": 1}]}}),
+    ({"meta": {"$eq": {"b": 1}}}, {"meta": {"$eq": {"b": 1}}}),
+    ({"$text": "hello"}, {"$default": {"$text": "hello"}}),
+]
+
+
+@pytest.mark.parametrize(("given", "listed"), COUCHDB_NORMAL_FORMS)
+def test_selectors_normalise_as_couchdb_3_lists_them(given: dict, listed: dict):
+    assert couchdb.mango_normal_form(given) == listed
+    # The server's own listing is already normal: both sides of a comparison go through it.
+    assert couchdb.mango_normal_form(listed) == listed
+    assert couchdb.comparable_selector(given) == couchdb.comparable_selector(listed)
+
+
+def test_selectors_compare_regardless_of_key_order_but_not_of_meaning():
+    one = {"type": "message", "recipientId": {"$exists": True}}
+    other = {"recipientId": {"$exists": True}, "type": "message"}
+
+    assert couchdb.comparable_selector(one) == couchdb.comparable_selector(other)
+    assert couchdb.comparable_selector({"type": "message"}) != couchdb.comparable_selector(
+        {"type": "receipt"}
+    )
+    assert couchdb.comparable_selector({"a": {"$gt": 1}}) != couchdb.comparable_selector(
+        {"a": {"$gte": 1}}
+    )
+    assert couchdb.comparable_selector(None) is None
+    assert couchdb.comparable_selector({}) is None
+
+
+@pytest.mark.parametrize("selector", [["type"], "message", {"$and": "type"}, {"$not": 1}])
+def test_what_is_no_selector_is_a_clear_error(selector: Any):
+    with pytest.raises(ValueError, match="selector"):
+        couchdb.mango_normal_form(selector)
+
+
+def test_an_index_listed_by_couchdb_3_equals_the_task_that_made_it():
+    """Issue 11 item 5: CouchDB 3.5 lists the partial filter normalised; no update follows."""
+    listed = {
+        "ddoc": "_design/kuno",
+        "name": "recipient-timestamp-index",
+        "type": "json",
+        "partial_filter_selector": {"type": {"$eq": "message"}},
+        "def": {
+            "fields": [{"recipientId": "asc"}, {"timestamp": "asc"}],
+            "partial_filter_selector": {"type": {"$eq": "message"}},
+        },
+    }
+    task = index.Index.__new__(index.Index)
+    task.params = {
+        "database": "messages",
+        "ddoc": "kuno",
+        "name": "recipient-timestamp-index",
+        "fields": ["recipientId", "timestamp"],
+        "partial_filter_selector": {"type": "message"},
+    }
+
+    assert task.normalise(listed) == task.desired(listed)
+
+
 # --- replication documents ----------------------------------------------------------------
 
 
