@@ -197,7 +197,9 @@ class Index(CouchDBModule):
             "ddoc": current["ddoc"],
             "name": current["name"],
             "fields": normalise_fields(definition.get("fields")),
-            "partial_filter_selector": comparable_selector(definition.get("partial_filter_selector")),
+            "partial_filter_selector": comparable_selector(
+                definition.get("partial_filter_selector")
+            ),
         }
 
     def desired(self, current):

@@ -359,7 +359,7 @@ def _mango_norm_ops(selector):
     key, value = pair
     if key in _MANGO_LIST_COMBINATORS and isinstance(value, list):
         return {key: [_mango_norm_ops(item) for item in value]}
-    if key in ("$not",) + _MANGO_SUB_SELECTORS and isinstance(value, dict):
+    if key in ("$not", *_MANGO_SUB_SELECTORS) and isinstance(value, dict):
         return {key: _mango_norm_ops(value)}
     if key == "$text":
         return {"$default": {"$text": value}}

@@ -71,7 +71,8 @@ COUCHDB_NORMAL_FORMS = [
     ),
     # norm_fields: "{foo: {bar: {$gt: 10}}}" -> "{"foo.bar": {$gt: 10}}".
     ({"foo": {"bar": {"$gt": 10}}}, {"foo.bar": {"$gt": 10}}),
-    # norm_fields: "{foo: {$and: [{$gt: 5}, {$lt: 10}]}}" -> "{$and: [{foo: {$gt: 5}}, {foo: {$lt: 10}}]}".
+    # norm_fields: "{foo: {$and: [{$gt: 5}, {$lt: 10}]}}"
+    #           -> "{$and: [{foo: {$gt: 5}}, {foo: {$lt: 10}}]}".
     (
         {"foo": {"$and": [{"$gt": 5}, {"$lt": 10}]}},
         {"$and": [{"foo": {"$gt": 5}}, {"foo": {"$lt": 10}}]},
