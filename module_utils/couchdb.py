@@ -9,9 +9,11 @@ compare -> act cycle that each module specialises.
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 import traceback
+from email.utils import parsedate_tz
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -191,6 +193,8 @@ class CouchDBClient:
         self.timeout = timeout
         self.validate_certs = validate_certs
         self._server_info = None
+        # The server's clock at its last answer (its Date header), seconds since the epoch.
+        self.server_time = None
 
     def request(self, method, path, body=None, query=None):
         """(status, decoded body) of a request; raises CouchDBError on 4xx/5xx or no answer."""
@@ -216,8 +220,10 @@ class CouchDBClient:
             )
             status = response.getcode()
             raw = response.read()
+            self.server_time = http_date(response.headers.get("Date"))
         except HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
+            self.server_time = http_date(exc.headers.get("Date") if exc.headers else None)
             raise error_for_status(method, path, exc.code, _decode(raw)) from None
         except URLError as exc:
             raise ConnectionFailed(method, path, reason=str(exc.reason)) from None
@@ -271,6 +277,27 @@ def _decode(raw):
         return json.loads(raw)
     except ValueError:
         return raw
+
+
+def http_date(value):
+    """Seconds since the epoch of an HTTP Date header, or None."""
+    parsed = parsedate_tz(value) if value else None
+    if parsed is None:
+        return None
+    return float(calendar.timegm(parsed[:9]) - (parsed[9] or 0))
+
+
+def iso_time(value):
+    """Seconds since the epoch of an ISO 8601 UTC time as CouchDB ("2017-04-05T19:18:15Z") and
+    pouchdb-server ("2026-11-26T22:18:31.615Z") write it, or None."""
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    whole, _dot, fraction = value[:-1].partition(".")
+    try:
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return seconds + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
 
 
 def detect_flavour(info):
@@ -633,11 +660,74 @@ def scheduler_reason(info):
     return None
 
 
-def read_replications(client, replicator_db="_replicator"):
-    """[{id, source, target, state, reason}] of every replication document of a server.
+# Seconds a replication must have stayed running, with no error in its job info, before it
+# counts as running. CouchDB 3.5 showed a pull whose source refuses its credentials as
+# running for 2.4-5.4 s, then crashing (replication_auth_error): DESIGN.md "CouchDB flavours".
+REPLICATION_SETTLE_SECONDS = 10.0
+
+SETTLE_RUNNING = "running"
+SETTLE_COMPLETED = "completed"
+SETTLE_SETTLING = "settling"
+SETTLE_FAILED = "failed"
+SETTLE_WAITING = "waiting"
+
+
+def settle_replication(doc, now, settle_seconds=REPLICATION_SETTLE_SECONDS, written_at=None):
+    """Whether one replication runs, judged on the server's own clock. Pure: no I/O.
+
+    doc: the replication as the server reports it: a CouchDB 3 /_scheduler/docs document
+      (state, info, last_updated, start_time), a pouchdb-server _replicator document
+      (_replication_state, _replication_state_reason, _replication_state_time), or None
+      when the server shows none (yet).
+    now: the server's time when doc was read (its Date header), seconds since the epoch.
+    settle_seconds: how long the replication must have stayed running.
+    written_at: the server's time of the task's own write of the document, or None; a job
+      that started before it is the one the write replaced, and shows nothing about the new.
+
+    Returns {"verdict", "state", "reason", "running_for"}: running_for in seconds (None when
+    not running), verdict one of
+      "running"   - running (pouchdb-server: triggered) for settle_seconds or more, no error;
+      "settling"  - running with no error, but not for that long yet (or no time to tell);
+      "completed" - a one-off replication that ended well;
+      "failed"    - crashing, failed or error, or any other state with an error in its info
+                    (CouchDB's pending after a crash); reason is the server's;
+      "waiting"   - no job yet, the replaced job, or pending without error.
+    """
+    if not isinstance(doc, dict):
+        return dict(verdict=SETTLE_WAITING, state=None, reason=None, running_for=None)
+    if "_replication_state" in doc or "_id" in doc:
+        state = doc.get("_replication_state")
+        reason = doc.get("_replication_state_reason")
+        since = started = iso_time(doc.get("_replication_state_time"))
+    else:
+        state = doc.get("state")
+        reason = scheduler_reason(doc.get("info"))
+        since = iso_time(doc.get("last_updated"))
+        started = iso_time(doc.get("start_time"))
+    result = dict(state=state, reason=reason, running_for=None)
+    if written_at is not None and (started is None or started < written_at):
+        return dict(result, verdict=SETTLE_WAITING)
+    if state in FAILED_STATES or (reason and state != "completed"):
+        return dict(result, verdict=SETTLE_FAILED)
+    if state == "completed":
+        return dict(result, verdict=SETTLE_COMPLETED)
+    if state not in ("running", "triggered"):
+        return dict(result, verdict=SETTLE_WAITING)
+    if since is None or now is None:
+        return dict(result, verdict=SETTLE_SETTLING)
+    running_for = max(0.0, now - since)
+    verdict = SETTLE_RUNNING if running_for >= settle_seconds else SETTLE_SETTLING
+    return dict(result, verdict=verdict, running_for=running_for)
+
+
+def read_replications(client, replicator_db="_replicator", settle_seconds=REPLICATION_SETTLE_SECONDS):
+    """[{id, source, target, state, reason, healthy, running_for}] of every replication
+    document of a server, sorted by id.
 
     CouchDB 3 keeps the state in its scheduler; pouchdb-server has no /_scheduler and writes
-    _replication_state into the document itself.
+    _replication_state into the document itself. healthy: settle_replication() says running
+    (for settle_seconds, on the server's clock, with no error) or completed; running_for:
+    seconds it has been running, null when it is not.
     """
     db_path = "/" + quote_segment(replicator_db)
     replications = []
@@ -649,8 +739,7 @@ def read_replications(client, replicator_db="_replicator"):
                     id=job.get("doc_id"),
                     source=endpoint_url(job.get("source")),
                     target=endpoint_url(job.get("target")),
-                    state=job.get("state"),
-                    reason=scheduler_reason(job.get("info")),
+                    _settle=settle_replication(job, client.server_time, settle_seconds),
                 )
             )
     else:
@@ -664,10 +753,14 @@ def read_replications(client, replicator_db="_replicator"):
                     id=row.get("id"),
                     source=endpoint_url(doc.get("source")),
                     target=endpoint_url(doc.get("target")),
-                    state=doc.get("_replication_state"),
-                    reason=doc.get("_replication_state_reason"),
+                    _settle=settle_replication(doc, client.server_time, settle_seconds),
                 )
             )
     for replication in replications:
-        replication["healthy"] = replication["state"] in HEALTHY_STATES
+        settle = replication.pop("_settle")
+        replication["state"] = settle["state"]
+        replication["reason"] = settle["reason"]
+        replication["healthy"] = settle["verdict"] in (SETTLE_RUNNING, SETTLE_COMPLETED)
+        running_for = settle["running_for"]
+        replication["running_for"] = None if running_for is None else round(running_for, 1)
     return sorted(replications, key=lambda item: item["id"] or "")

@@ -88,17 +88,24 @@ def test_continuous_replication_lifecycle(
 
     assert run.returncode == 0, run.output
     assert run["create"]["changed"] is True
-    assert run["create"]["status"] == {"state": "triggered", "reason": None}
+    # Counted as running only once it has stayed so for the settle time (10 s by default).
+    assert run["create"]["status"]["state"] == "triggered"
+    assert run["create"]["status"]["reason"] is None
+    assert run["create"]["status"]["running_for"] >= 10
     assert run["create"]["flavour"] == "pouchdb-server"
     assert run["rerun"]["changed"] is False
-    assert {
+    # Running for longer than the settle time already: the rerun's wait need not wait again.
+    assert run["rerun"]["status"]["running_for"] >= 10
+    (info,) = [r for r in run["info"]["replications"] if r["id"] == doc_id]
+    assert info["running_for"] >= 10
+    assert {k: v for k, v in info.items() if k != "running_for"} == {
         "id": doc_id,
         "source": one.db_url(name),
         "target": two.db_url(name),
         "state": "triggered",
         "reason": None,
         "healthy": True,
-    } in run["info"]["replications"]
+    }
     doc = replication_doc(two, doc_id)
     assert doc is not None
     # pouchdb-server reads credentials from the URL only.
@@ -350,3 +357,42 @@ def test_a_selector_is_refused_before_it_kills_pouchdb_server(
     assert replication_doc(two, doc_id) is None
     time.sleep(0.5)
     assert alive(one) and alive(two)
+
+
+def test_wait_counts_a_replication_only_once_it_has_settled(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    """Issue 11 item 6: a single running (pouchdb-server: triggered) reading proves nothing;
+    CouchDB 3 shows a pull whose source refuses its password as running for 2.4-5.4 s."""
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"{name}-settled"
+    options = pull(one, two, name)
+    started = time.monotonic()
+    run = ansible.run(
+        [
+            replication_task(
+                "too short",
+                two,
+                doc_id,
+                wait=True,
+                settle_time=5,
+                wait_timeout=5,
+                check_mode=False,
+                **options,
+            ),
+        ]
+    )
+    assert run["too short"]["failed"] is True
+    assert run["too short"]["msg"] == "settle_time must be shorter than wait_timeout."
+    assert replication_doc(two, doc_id) is None
+
+    run = ansible.run(
+        [replication_task("create", two, doc_id, wait=True, settle_time=3, **options)]
+    )
+    elapsed = time.monotonic() - started
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["status"]["state"] == "triggered"
+    assert run["create"]["status"]["running_for"] >= 3
+    assert elapsed >= 3

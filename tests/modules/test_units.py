@@ -366,3 +366,155 @@ def test_a_refused_password_is_unauthorized_without_the_password(one: PouchServe
     assert caught.value.status == 401
     assert "hunter2" not in str(caught.value)
     assert couchdb.CouchDBClient(one.url).flavour == "pouchdb-server"
+
+
+# --- settling replications ---------------------------------------------------------------------
+
+# /_scheduler/docs/_replicator/{id} as CouchDB 3.5 answers, in the shape of its
+# couch_replicator_doc_processor:ejson_doc/2 and couch_replicator_scheduler:job_summary/2
+# (info: the job's stats while running, {"error": reason} after a crash), with the times of
+# issue 11 item 6: a pull whose source refuses its password shows running, then crashing
+# (replication_auth_error) 2.4-5.4 s later.
+STARTED = "2026-11-29T10:00:00Z"
+T0 = 1795946400.0  # STARTED in seconds since the epoch
+AUTH_ERROR = (
+    "{replication_auth_error,{session_request_unauthorized,"
+    '"http://couchdb-2:5984/_session","admin"}}'
+)
+SCHEDULER_RUNNING = {
+    "database": "_replicator",
+    "doc_id": "kuno-messages-from-couchdb-2",
+    "id": "6a1b1f1b7a7dbe6f4b5c3e9a8d2f0c11+continuous",
+    "node": "nonode@nohost",
+    "source": "http://couchdb-2:5984/messages/",
+    "target": "http://couchdb-1:5984/messages/",
+    "state": "running",
+    "info": {
+        "revisions_checked": 0,
+        "missing_revisions_found": 0,
+        "docs_read": 0,
+        "docs_written": 0,
+        "changes_pending": None,
+        "doc_write_failures": 0,
+        "bulk_get_docs": 0,
+        "bulk_get_attempts": 0,
+        "checkpointed_source_seq": 0,
+    },
+    "error_count": 0,
+    "last_updated": STARTED,
+    "start_time": STARTED,
+    "source_proxy": None,
+    "target_proxy": None,
+}
+SCHEDULER_CRASHING = {
+    **SCHEDULER_RUNNING,
+    "state": "crashing",
+    "info": {"error": AUTH_ERROR},
+    "error_count": 1,
+    "last_updated": "2026-11-29T10:00:04Z",
+}
+SCHEDULER_PENDING_WITH_ERROR = {
+    **SCHEDULER_RUNNING,
+    "state": "pending",
+    "info": {"error": "db_not_found: could not open http://couchdb-2:5984/messages/"},
+    "error_count": 1,
+}
+SCHEDULER_PENDING = {**SCHEDULER_RUNNING, "state": "pending", "info": None}
+# pouchdb-server's replicator writes the state into the _replicator document itself.
+POUCHDB_TRIGGERED = {
+    "_id": "kuno-messages-from-two",
+    "_rev": "2-9e0c",
+    "source": "http://replicator:secret@127.0.0.1:41001/messages",
+    "target": "http://127.0.0.1:41002/messages",
+    "continuous": True,
+    "_replication_id": "f0e1d2c3",
+    "_replication_state": "triggered",
+    "_replication_state_time": "2026-11-29T10:00:00.250Z",
+}
+POUCHDB_ERROR = {
+    **POUCHDB_TRIGGERED,
+    "_rev": "3-1a2b",
+    "_replication_state": "error",
+    "_replication_state_time": "2026-11-29T10:00:00.262Z",
+    "_replication_state_reason": "Name or password is incorrect.",
+}
+
+
+def settle(doc: Any, now: float, written_at: float | None = None) -> dict[str, Any]:
+    return couchdb.settle_replication(doc, now, settle_seconds=10.0, written_at=written_at)
+
+
+def test_a_running_job_counts_only_after_the_settle_time():
+    assert couchdb.iso_time(STARTED) == T0
+
+    early = settle(SCHEDULER_RUNNING, T0 + 2.4)
+    assert early["verdict"] == "settling"
+    assert early["running_for"] == pytest.approx(2.4)
+    settled = settle(SCHEDULER_RUNNING, T0 + 10)
+    assert settled == {
+        "verdict": "running",
+        "state": "running",
+        "reason": None,
+        "running_for": 10.0,
+    }
+
+
+def test_the_default_settle_time_outlasts_couchdbs_crash_after_bad_credentials():
+    # Issue 11 item 6: crashing came 2.4-5.4 s after running.
+    assert couchdb.REPLICATION_SETTLE_SECONDS > 5.4
+    verdict = couchdb.settle_replication(SCHEDULER_RUNNING, T0 + 5.4)["verdict"]
+    assert verdict == "settling"
+
+
+def test_crashing_with_an_auth_error_fails_with_the_servers_reason():
+    result = settle(SCHEDULER_CRASHING, T0 + 30)
+
+    assert result["verdict"] == "failed"
+    assert result["state"] == "crashing"
+    assert result["reason"].startswith("{replication_auth_error,")
+
+
+def test_pending_with_an_error_fails_and_pending_without_one_waits():
+    assert settle(SCHEDULER_PENDING_WITH_ERROR, T0 + 30)["verdict"] == "failed"
+    assert settle(SCHEDULER_PENDING_WITH_ERROR, T0 + 30)["reason"].startswith("db_not_found")
+    assert settle(SCHEDULER_PENDING, T0 + 30)["verdict"] == "waiting"
+    assert settle(None, T0)["verdict"] == "waiting"
+
+
+def test_a_running_job_with_an_error_in_its_info_is_not_running():
+    doc = {**SCHEDULER_RUNNING, "info": {"error": "changes_reader_died"}}
+
+    assert settle(doc, T0 + 60)["verdict"] == "failed"
+
+
+def test_after_a_write_only_a_job_started_since_counts():
+    # The scheduler may still show the job the write replaced: neither its long run nor
+    # its crash says anything about the new document.
+    assert settle(SCHEDULER_RUNNING, T0 + 600, written_at=T0 + 590)["verdict"] == "waiting"
+    assert settle(SCHEDULER_CRASHING, T0 + 600, written_at=T0 + 590)["verdict"] == "waiting"
+    assert settle(SCHEDULER_RUNNING, T0 + 12, written_at=T0)["verdict"] == "running"
+
+
+def test_pouchdb_server_states():
+    triggered = settle(POUCHDB_TRIGGERED, T0 + 1)
+    assert triggered["verdict"] == "settling"
+    assert triggered["running_for"] == pytest.approx(0.75)
+    assert settle(POUCHDB_TRIGGERED, T0 + 11)["verdict"] == "running"
+    assert settle(POUCHDB_ERROR, T0 + 1) == {
+        "verdict": "failed",
+        "state": "error",
+        "reason": "Name or password is incorrect.",
+        "running_for": None,
+    }
+    completed = {**POUCHDB_TRIGGERED, "continuous": False, "_replication_state": "completed"}
+    assert settle(completed, T0 + 1)["verdict"] == "completed"
+    # Written, not yet picked up by the replicator: no state, no time.
+    fresh = {k: v for k, v in POUCHDB_TRIGGERED.items() if not k.startswith("_replication")}
+    assert settle(fresh, T0 + 1, written_at=T0)["verdict"] == "waiting"
+
+
+def test_times_as_the_servers_write_them():
+    assert couchdb.http_date("Sun, 29 Nov 2026 10:00:00 GMT") == T0
+    assert couchdb.iso_time("2026-11-29T10:00:00.250Z") == T0 + 0.25
+    assert couchdb.iso_time("yesterday") is None
+    assert couchdb.http_date(None) is None
