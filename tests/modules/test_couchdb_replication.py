@@ -8,8 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
-from tests.modules.helpers import Ansible
+from tests.modules.helpers import REPO, Ansible
 from tests.support.pouchdb import PouchServer, http_json, wait_until
+
+ROLE = str(REPO / "roles" / "replication")
 
 
 def replication_task(
@@ -396,3 +398,70 @@ def test_wait_counts_a_replication_only_once_it_has_settled(
     assert run["create"]["status"]["state"] == "triggered"
     assert run["create"]["status"]["running_for"] >= 3
     assert elapsed >= 3
+
+
+def role_wait_task(source: PouchServer, target: PouchServer, db: str) -> dict[str, Any]:
+    """The replication role's wait.yml on target, for the pull of db from source."""
+    return {
+        "name": "wait",
+        "ansible.builtin.include_role": {"name": ROLE, "tasks_from": "wait.yml"},
+        "vars": {
+            "replication_url": target.url,
+            "replication_node_name": str(target.port),
+            "replication_peers": [str(source.port)],
+            "replication_databases": [db],
+            "replication_user": None,
+            "replication_password": None,
+            "replication_wait_timeout": 30,
+        },
+    }
+
+
+def test_the_roles_wait_accepts_only_a_settled_replication(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    """Issue 11 item 6: roles/replication/tasks/wait.yml (deploy, heal.yml, verify.yml)
+    accepted the first running reading."""
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"kuno-{name}-from-{one.port}"
+    run = ansible.run(
+        [
+            replication_task("create", two, doc_id, **pull(one, two, name)),
+            role_wait_task(one, two, name),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    waited = run[f"{ROLE} : Wait until every replication of this node has settled running"]
+    (replication,) = [r for r in waited["replications"] if r["id"] == doc_id]
+    assert replication["healthy"] is True
+    assert replication["running_for"] >= 10
+
+
+def test_the_roles_wait_fails_with_the_servers_reason(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+):
+    one.create_db(name)
+    doc_id = f"kuno-{name}-from-{one.port}"
+    options = pull(
+        one, tolerant_pouch, name, source_password="wrong", pouchdb_tolerates_rejections=True
+    )
+    run = ansible.run(
+        [
+            replication_task("create", tolerant_pouch, doc_id, **options),
+            {
+                **role_wait_task(one, tolerant_pouch, name),
+                "vars": {
+                    **role_wait_task(one, tolerant_pouch, name)["vars"],
+                    "replication_wait_timeout": 4,
+                },
+            },
+        ]
+    )
+
+    assert run.returncode != 0
+    failed = run[f"{ROLE} : Fail naming the replications that do not run"]
+    assert failed["failed"] is True
+    assert f"{doc_id} (error: Name or password is incorrect.)" in failed["msg"]
+    assert alive(tolerant_pouch)
