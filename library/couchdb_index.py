@@ -48,11 +48,11 @@ options:
   partial_filter_selector:
     description:
       - A Mango selector; only documents that match it are indexed.
-      - Compared with the index's in CouchDB's normal form (C(mango_selector:normalize)), in
+      - "Compared with the index's in CouchDB's normal form (C(mango_selector:normalize)), in
         which CouchDB 3 stores and lists it; pouchdb-server lists it as written. So
         V({type: message}) equals CouchDB's V({type: {$eq: message}}), nested fields equal
         their dotted path, several keys equal their C($and), and C($not) equals the negated
-        comparison; the order of keys and of C($and)/C($or) arguments does not matter.
+        comparison; the order of keys and of C($and)/C($or) arguments does not matter."
     type: dict
   state:
     description: Whether the index should exist.
