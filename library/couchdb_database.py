@@ -207,7 +207,8 @@ class Database(CouchDBModule):
         return {"name": current["name"], "security": normalise_security(current["security"])}
 
     def desired(self, current):
-        return {"name": self.params["name"], "security": normalise_security(self.params["security"])}
+        security = normalise_security(self.params["security"])
+        return {"name": self.params["name"], "security": security}
 
     def create(self, desired):
         try:

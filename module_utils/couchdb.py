@@ -720,7 +720,9 @@ def settle_replication(doc, now, settle_seconds=REPLICATION_SETTLE_SECONDS, writ
     return dict(result, verdict=verdict, running_for=running_for)
 
 
-def read_replications(client, replicator_db="_replicator", settle_seconds=REPLICATION_SETTLE_SECONDS):
+def read_replications(
+    client, replicator_db="_replicator", settle_seconds=REPLICATION_SETTLE_SECONDS
+):
     """[{id, source, target, state, reason, healthy, running_for}] of every replication
     document of a server, sorted by id.
 
