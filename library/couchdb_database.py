@@ -11,8 +11,9 @@ short_description: Create or delete a CouchDB database and set its security obje
 description:
   - Makes sure a database exists or does not exist on one CouchDB server (Apache CouchDB 3.x
     or pouchdb-server).
-  - When O(security) is given, the database's C(_security) object is set to exactly that;
-    lists of names and roles compare regardless of order.
+  - The database's C(_security) object is set to exactly O(security); lists of names and roles
+    compare regardless of order. The default is admin-only on either flavour - CouchDB 3's own
+    default for a new database; pouchdb-server would leave it open to anyone.
   - Talks to CouchDB's HTTP API with Ansible's own URL helpers; nothing to install on the managed host.
 author:
   - kuno authors
@@ -39,10 +40,18 @@ options:
     default: present
   security:
     description:
-      - The database's security object. Left alone when omitted.
-      - An empty dict, or empty lists, make the database public on CouchDB 3 (admin-only is
-        CouchDB 3's default for a new database only while its security object is unset).
+      - The database's security object (C(GET/PUT /{db}/_security)), read, compared and written
+        only when it differs.
+      - "The default, V({admins: {roles: [_admin]}, members: {roles: [_admin]}}), is admin-only:
+        only server admins read or write documents. It is the security object CouchDB 3 gives a
+        new database (C([couchdb] default_security = admin_only)); pouchdb-server gives none,
+        so its databases are open to anyone until it is set (and stay open while the server has
+        no admin at all: its admin party)."
+      - Empty C(members) lists make the database public, on CouchDB 3 too ("Having no members,
+        any user can write regular documents (any non-design document) and read documents
+        from the database", CouchDB's C(/{db}/_security) reference).
     type: dict
+    default: {admins: {names: [], roles: [_admin]}, members: {names: [], roles: [_admin]}}
     suboptions:
       admins:
         description: Who may change design documents and the security object.
@@ -74,6 +83,9 @@ options:
             default: []
 notes:
   - Deleting a database that does not exist, or creating one that exists, reports no change.
+  - Give O(user) and O(password) of a server admin. Once a server has admins (CouchDB 3 always,
+    pouchdb-server when its configuration names any) only they create, delete and secure
+    databases, and only they read an admin-only one.
 seealso:
   - name: CouchDB database API
     description: Creating, deleting and securing databases.
@@ -81,6 +93,13 @@ seealso:
 """
 
 EXAMPLES = r"""
+- name: The users database, admin-only (the default security object)
+  couchdb_database:
+    url: http://127.0.0.1:5984
+    user: admin
+    password: "{{ couchdb_admin_password }}"
+    name: users
+
 - name: The messages database, readable and writable by the kuno role only
   couchdb_database:
     url: http://127.0.0.1:5984
@@ -111,10 +130,9 @@ database:
       type: str
       sample: messages
     security:
-      description: The security object, names and roles sorted; only when O(security) was given.
+      description: The security object, names and roles sorted.
       type: dict
-      returned: when O(security) is given
-      sample: {admins: {names: [], roles: []}, members: {names: [], roles: [kuno]}}
+      sample: {admins: {names: [], roles: [_admin]}, members: {names: [], roles: [_admin]}}
 operation:
   description: What the task did (or would do in check mode).
   returned: changed
@@ -152,6 +170,12 @@ _NAMES_AND_ROLES = dict(
     names=dict(type="list", elements="str", default=[]),
     roles=dict(type="list", elements="str", default=[]),
 )
+# CouchDB 3's security object of a new database ([couchdb] default_security = admin_only):
+# members and admins are those with the _admin role, i.e. the server admins.
+ADMIN_ONLY = {
+    "admins": {"names": [], "roles": ["_admin"]},
+    "members": {"names": [], "roles": ["_admin"]},
+}
 
 
 def normalise_security(security):
@@ -174,30 +198,25 @@ class Database(CouchDBModule):
     def read(self):
         if self.client.get_or_none(self.path) is None:
             return None
-        current = {"name": self.params["name"]}
-        if self.params["security"] is not None:
-            current["security"] = self.client.get(self.path + "/_security")
-        return current
+        return {
+            "name": self.params["name"],
+            "security": self.client.get(self.path + "/_security"),
+        }
 
     def normalise(self, current):
-        result = {"name": current["name"]}
-        if "security" in current:
-            result["security"] = normalise_security(current["security"])
-        return result
+        return {"name": current["name"], "security": normalise_security(current["security"])}
 
     def desired(self, current):
-        result = {"name": self.params["name"]}
-        if self.params["security"] is not None:
-            result["security"] = normalise_security(self.params["security"])
-        return result
+        security = normalise_security(self.params["security"])
+        return {"name": self.params["name"], "security": security}
 
     def create(self, desired):
         try:
             self.client.put(self.path)
         except PreconditionFailed:
             pass  # made meanwhile by someone else: what we wanted
-        if "security" in desired:
-            self.client.put(self.path + "/_security", desired["security"])
+        # Always: pouchdb-server leaves a new database open, and CouchDB 3 may be configured so.
+        self.client.put(self.path + "/_security", desired["security"])
 
     def update(self, current, desired):
         self.client.put(self.path + "/_security", desired["security"])
@@ -214,6 +233,7 @@ def argument_spec():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         security=dict(
             type="dict",
+            default=ADMIN_ONLY,
             options=dict(
                 admins=dict(type="dict", options=_NAMES_AND_ROLES),
                 members=dict(type="dict", options=_NAMES_AND_ROLES),

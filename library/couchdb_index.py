@@ -46,7 +46,13 @@ options:
     type: list
     elements: str
   partial_filter_selector:
-    description: A Mango selector; only documents that match it are indexed.
+    description:
+      - A Mango selector; only documents that match it are indexed.
+      - "Compared with the index's in CouchDB's normal form (C(mango_selector:normalize)), in
+        which CouchDB 3 stores and lists it; pouchdb-server lists it as written. So
+        V({type: message}) equals CouchDB's V({type: {$eq: message}}), nested fields equal
+        their dotted path, several keys equal their C($and), and C($not) equals the negated
+        comparison; the order of keys and of C($and)/C($or) arguments does not matter."
     type: dict
   state:
     description: Whether the index should exist.
@@ -107,9 +113,9 @@ index:
       elements: raw
       sample: [recipientId, timestamp]
     partial_filter_selector:
-      description: The partial filter, null when there is none.
+      description: The partial filter in CouchDB's normal form, null when there is none.
       type: dict
-      sample: {type: message}
+      sample: {type: {$eq: message}}
 operation:
   description: What the task did (or would do in check mode).
   returned: changed
@@ -135,7 +141,13 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.couchdb import CouchDBModule, couchdb_argument_spec, quote_segment, run_module
+from ansible.module_utils.couchdb import (
+    CouchDBModule,
+    comparable_selector,
+    couchdb_argument_spec,
+    quote_segment,
+    run_module,
+)
 
 DESIGN_PREFIX = "_design/"
 
@@ -185,7 +197,9 @@ class Index(CouchDBModule):
             "ddoc": current["ddoc"],
             "name": current["name"],
             "fields": normalise_fields(definition.get("fields")),
-            "partial_filter_selector": definition.get("partial_filter_selector") or None,
+            "partial_filter_selector": comparable_selector(
+                definition.get("partial_filter_selector")
+            ),
         }
 
     def desired(self, current):
@@ -194,13 +208,14 @@ class Index(CouchDBModule):
             "ddoc": self.ddoc,
             "name": self.params["name"],
             "fields": list(self.params["fields"]),
-            "partial_filter_selector": self.params["partial_filter_selector"] or None,
+            "partial_filter_selector": comparable_selector(self.params["partial_filter_selector"]),
         }
 
     def create(self, desired):
         index = {"fields": desired["fields"]}
-        if desired["partial_filter_selector"]:
-            index["partial_filter_selector"] = desired["partial_filter_selector"]
+        if self.params["partial_filter_selector"]:
+            # As the task gives it: CouchDB normalises it itself.
+            index["partial_filter_selector"] = self.params["partial_filter_selector"]
         # Without the prefix: pouchdb-server would make "_design/_design/x" of "_design/x".
         ddoc = desired["ddoc"][len(DESIGN_PREFIX) :]
         body = {"index": index, "ddoc": ddoc, "name": desired["name"], "type": "json"}

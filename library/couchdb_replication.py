@@ -21,9 +21,11 @@ description:
     carries C(ansible_credentials_digest), a salted PBKDF2 digest of the user names and
     passwords: a rerun with the same credentials reports no change, a new password updates the
     document."
-  - O(wait) polls until the replication runs (CouchDB 3 C(/_scheduler/docs); pouchdb-server
-    C(_replication_state)) and fails with the server's reason when it is C(crashing),
-    C(failed) or C(error).
+  - O(wait) polls until the replication has stayed running for O(settle_time) with no error
+    (CouchDB 3 C(/_scheduler/docs); pouchdb-server C(_replication_state)) and fails with the
+    server's reason when it is C(crashing), C(failed) or C(error), or has an error in its job
+    info. A single C(running) proves nothing on CouchDB 3, which shows a pull whose source
+    refuses its credentials as C(running) for seconds before it crashes.
 author:
   - kuno authors
 attributes:
@@ -104,17 +106,33 @@ options:
     default: false
   wait:
     description:
-      - After the write, poll until the replication runs (or completed, when not continuous).
-      - Fails with the server's reason on C(crashing), C(failed) or C(error).
+      - After the write, poll until the replication has stayed running for O(settle_time) with
+        no error in its job info (or completed, when not continuous). Timed on the server's
+        clock (its C(Date) header against the job's C(last_updated), pouchdb-server's
+        C(_replication_state_time)), so a replication that has run for long counts at once; after
+        this task's own write only a job started since counts.
+      - Fails with the server's reason on C(crashing), C(failed), C(error) or an error in the job
+        info (CouchDB's C(pending) after a crash), for example bad credentials, which CouchDB 3
+        reports as C(crashing) with C(replication_auth_error).
       - pouchdb-server says C(triggered) as soon as it starts a replication, also one it then
         retries in vain (an endpoint it cannot reach), so there C(triggered) is all O(wait) can
         check.
     type: bool
     default: false
   wait_timeout:
-    description: Seconds O(wait) waits, and the longest a removal waits for a one-off replication to finish.
+    description:
+      - Seconds O(wait) waits, and the longest a removal waits for a one-off replication to
+        finish. Must be longer than O(settle_time).
     type: float
     default: 60
+  settle_time:
+    description:
+      - Seconds a replication must have stayed running, with no error, before O(wait) counts it
+        as running.
+      - CouchDB 3.5 showed a pull whose source refuses its credentials as C(running) for 2.4 to
+        5.4 s before C(crashing); the default leaves a margin above that.
+    type: float
+    default: 10
   pouchdb_tolerates_rejections:
     description:
       - pouchdb-server only. Say that the server runs under C(node --unhandled-rejections=warn),
@@ -230,10 +248,12 @@ flavour:
   type: str
   sample: couchdb
 status:
-  description: The replication's state and the server's reason, as read at the end of the task.
+  description:
+    - The replication's state, the server's reason and the seconds it has been running (null
+      when it is not), as read at the end of the task.
   returned: when O(wait=true) and not in check mode
   type: dict
-  sample: {state: running, reason: null}
+  sample: {state: running, reason: null, running_for: 10.4}
 diff:
   description: The replication before and after, when Ansible runs with C(--diff).
   returned: when diff mode is on
@@ -252,15 +272,17 @@ import hashlib
 import hmac
 import json
 import os
-import time
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.couchdb import (
-    FAILED_STATES,
     FLAVOUR_COUCHDB,
     FLAVOUR_POUCHDB,
     REDACTED,
+    REPLICATION_SETTLE_SECONDS,
+    SETTLE_COMPLETED,
+    SETTLE_FAILED,
+    SETTLE_RUNNING,
     CouchDBClient,
     CouchDBError,
     CouchDBModule,
@@ -271,7 +293,7 @@ from ansible.module_utils.couchdb import (
     poll,
     quote_segment,
     run_module,
-    scheduler_reason,
+    settle_replication,
     strip_userinfo,
     with_userinfo,
 )
@@ -283,10 +305,6 @@ SERVER_FIELDS = ("owner",)
 # CouchDB reads credentials from the auth object from 3.2 on.
 AUTH_OBJECT_SINCE = (3, 2)
 POUCHDB_RUNNING = "triggered"
-# Seconds a fresh CouchDB job may show its predecessor's failure, and a fresh pouchdb-server
-# replication says "triggered" before its first request fails (milliseconds, measured).
-COUCHDB_SETTLE = 5.0
-POUCHDB_SETTLE = 1.5
 
 
 class ReplicationError(CouchDBError):
@@ -415,7 +433,11 @@ class Replication(CouchDBModule):
         for name in ("source_password", "target_password"):
             if self.params[name]:
                 module.no_log_values.add(quote(self.params[name], safe=""))
+        if self.params["wait"] and self.params["settle_time"] >= self.params["wait_timeout"]:
+            raise ValueError("settle_time must be shorter than wait_timeout.")
         self.current_doc = None
+        # The server's time of this task's write of the document (its Date header), if any.
+        self.written_at = None
 
     # --- flavour -------------------------------------------------------------------
 
@@ -508,6 +530,7 @@ class Replication(CouchDBModule):
 
     def create(self, desired):
         self.client.put(self.doc_path, self.body(desired))
+        self.written_at = self.client.server_time
 
     def update(self, current, desired):
         if self.pouchdb_busy(current):
@@ -517,11 +540,13 @@ class Replication(CouchDBModule):
         body = self.body(desired)
         body["_rev"] = current["_rev"]
         self.client.put(self.doc_path, body)
+        self.written_at = self.client.server_time
 
     def rewrite(self, current, desired):
         """Delete and write again: a new replication job on either flavour."""
         self.client.delete(self.doc_path, query={"rev": current["_rev"]})
         self.client.put(self.doc_path, self.body(desired))
+        self.written_at = self.client.server_time
 
     def delete(self, current):
         self.client.delete(self.doc_path, query={"rev": self.current_doc["_rev"]})
@@ -620,7 +645,7 @@ class Replication(CouchDBModule):
             if result["restarted"]:
                 result["changed"] = True
         if self.params["wait"] and not self.module.check_mode:
-            result["status"] = self.wait(wrote=operation is not None or result.get("restarted", False))
+            result["status"] = self.wait(self.written_at)
 
     def restart(self, operation):
         if operation == "create":
@@ -643,50 +668,58 @@ class Replication(CouchDBModule):
             body = self.body(self.desired(doc))
             body["_rev"] = doc["_rev"]
             self.client.put(self.doc_path, body)
+            self.written_at = self.client.server_time
         else:
             # CouchDB: a deleted and rewritten document is a new job, without the old back-off.
             self.rewrite(doc, self.desired(doc))
         return True
 
     def read_state(self):
-        """(state, reason) of the replication as the server reports it."""
+        """The replication as the server reports it: its CouchDB 3 /_scheduler/docs document or
+        its pouchdb-server _replicator document; None when there is none."""
         if self.pouchdb:
-            doc = self.client.get(self.doc_path)
-            return doc.get("_replication_state"), doc.get("_replication_state_reason")
-        job = self.client.get_or_none("/_scheduler/docs" + self.db_path + "/" + quote_segment(self.params["id"]))
-        if job is None:
-            return None, None
-        return job.get("state"), scheduler_reason(job.get("info"))
+            return self.client.get_or_none(self.doc_path)
+        return self.client.get_or_none(
+            "/_scheduler/docs" + self.db_path + "/" + quote_segment(self.params["id"])
+        )
 
-    def wait(self, wrote):
-        wanted = ("running", "completed", POUCHDB_RUNNING) if self.params["continuous"] else ("completed",)
-        started = time.monotonic()
-        # Just after a write CouchDB's scheduler may still show the old job's failure for a moment,
-        # and pouchdb-server says "triggered" before its first request to an endpoint fails.
-        if self.pouchdb:
-            settle_failure, settle_success = 0.0, (POUCHDB_SETTLE if wrote else 0.0)
-        else:
-            settle_failure, settle_success = (COUCHDB_SETTLE if wrote else 0.0), 0.0
-        settle_failure = min(settle_failure, self.params["wait_timeout"] / 2)
-        settle_success = min(settle_success, self.params["wait_timeout"] / 2)
+    def wait(self, written_at):
+        """Poll until the replication has stayed running for settle_time with no error (or, one
+        that is not continuous, has completed); raise ReplicationError with the server's reason
+        when it fails, or when wait_timeout passes first."""
+        p = self.params
+        wanted = (SETTLE_RUNNING, SETTLE_COMPLETED) if p["continuous"] else (SETTLE_COMPLETED,)
+
+        def read():
+            doc = self.read_state()
+            return settle_replication(doc, self.client.server_time, p["settle_time"], written_at)
 
         def settled(status):
-            elapsed = time.monotonic() - started
-            if status[0] in FAILED_STATES:
-                return elapsed >= settle_failure
-            return status[0] in wanted and (status[0] == "completed" or elapsed >= settle_success)
+            return status["verdict"] == SETTLE_FAILED or status["verdict"] in wanted
 
-        (state, reason), done = poll(self.read_state, settled, self.params["wait_timeout"])
-        if state in FAILED_STATES:
+        status, done = poll(read, settled, p["wait_timeout"])
+        if status["verdict"] == SETTLE_FAILED:
             raise ReplicationError(
-                "Replication %r is %s: %s" % (self.params["id"], state, reason or "no reason given")
+                "Replication %r is %s: %s"
+                % (p["id"], status["state"], status["reason"] or "no reason given")
             )
         if not done:
+            running = ""
+            if status["running_for"] is not None:
+                running = ", running for %.1f s of the settle time %s s" % (
+                    status["running_for"],
+                    p["settle_time"],
+                )
             raise ReplicationError(
-                "Replication %r did not run within %s s (state: %s)"
-                % (self.params["id"], self.params["wait_timeout"], state)
+                "Replication %r did not settle within %s s (state: %s%s)"
+                % (p["id"], p["wait_timeout"], status["state"], running)
             )
-        return {"state": state, "reason": reason}
+        return {
+            "state": status["state"],
+            "reason": status["reason"],
+            "running_for": status["running_for"],
+        }
+
 
 def argument_spec():
     """The connection options and this module's own."""
@@ -707,6 +740,7 @@ def argument_spec():
         restart=dict(type="bool", default=False),
         wait=dict(type="bool", default=False),
         wait_timeout=dict(type="float", default=60),
+        settle_time=dict(type="float", default=REPLICATION_SETTLE_SECONDS),
         pouchdb_tolerates_rejections=dict(type="bool", default=False),
     )
     return spec

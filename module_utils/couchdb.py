@@ -9,9 +9,11 @@ compare -> act cycle that each module specialises.
 
 from __future__ import annotations
 
+import calendar
 import json
 import time
 import traceback
+from email.utils import parsedate_tz
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -191,6 +193,8 @@ class CouchDBClient:
         self.timeout = timeout
         self.validate_certs = validate_certs
         self._server_info = None
+        # The server's clock at its last answer (its Date header), seconds since the epoch.
+        self.server_time = None
 
     def request(self, method, path, body=None, query=None):
         """(status, decoded body) of a request; raises CouchDBError on 4xx/5xx or no answer."""
@@ -216,8 +220,10 @@ class CouchDBClient:
             )
             status = response.getcode()
             raw = response.read()
+            self.server_time = http_date(response.headers.get("Date"))
         except HTTPError as exc:
             raw = exc.read() if exc.fp is not None else b""
+            self.server_time = http_date(exc.headers.get("Date") if exc.headers else None)
             raise error_for_status(method, path, exc.code, _decode(raw)) from None
         except URLError as exc:
             raise ConnectionFailed(method, path, reason=str(exc.reason)) from None
@@ -273,6 +279,27 @@ def _decode(raw):
         return raw
 
 
+def http_date(value):
+    """Seconds since the epoch of an HTTP Date header, or None."""
+    parsed = parsedate_tz(value) if value else None
+    if parsed is None:
+        return None
+    return float(calendar.timegm(parsed[:9]) - (parsed[9] or 0))
+
+
+def iso_time(value):
+    """Seconds since the epoch of an ISO 8601 UTC time as CouchDB ("2017-04-05T19:18:15Z") and
+    pouchdb-server ("2026-11-26T22:18:31.615Z") write it, or None."""
+    if not isinstance(value, str) or not value.endswith("Z"):
+        return None
+    whole, _dot, fraction = value[:-1].partition(".")
+    try:
+        seconds = calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S"))
+        return seconds + (float("0." + fraction) if fraction.isdigit() else 0.0)
+    except ValueError:
+        return None
+
+
 def detect_flavour(info):
     """CouchDB says {"couchdb": "Welcome"}; pouchdb-server says {"express-pouchdb": "Welcome!"}."""
     if isinstance(info, dict) and "express-pouchdb" in info:
@@ -312,6 +339,165 @@ def differences(before, after, prefix=""):
     if before != after:
         return [prefix.rstrip(".") or "(value)"]
     return []
+
+
+# --- Mango selectors in CouchDB's normal form ------------------------------------
+#
+# CouchDB 3 stores a Mango selector (an index's partial_filter_selector) the way its
+# mango_selector:normalize/1 rewrites it, and lists it so: {"type": "message"} comes back
+# as {"type": {"$eq": "message"}}. pouchdb-server lists it as written. Comparing both
+# sides in that normal form makes the comparison agree on either flavour.
+
+# Operators whose argument is a list of selectors (norm_ops recurses into each).
+_MANGO_LIST_COMBINATORS = ("$and", "$or", "$nor")
+# Operators whose argument is one selector, normalised on its own (no field path pushed in).
+_MANGO_SUB_SELECTORS = ("$elemMatch", "$allMatch", "$keyMapMatch")
+# What negate/1 turns each comparison into.
+_MANGO_NEGATED = {
+    "$lt": "$gte",
+    "$lte": "$gt",
+    "$eq": "$ne",
+    "$ne": "$eq",
+    "$gte": "$lt",
+    "$gt": "$lte",
+    "$in": "$nin",
+    "$nin": "$in",
+}
+
+
+def _is_operator(key):
+    return isinstance(key, str) and key.startswith("$")
+
+
+def _single(selector):
+    """(key, value) of a one-key dict, else None."""
+    if isinstance(selector, dict) and len(selector) == 1:
+        return next(iter(selector.items()))
+    return None
+
+
+def _mango_norm_ops(selector):
+    """norm_ops/1: implicit $and of several keys, a bare value as $eq, $text as $default."""
+    pair = _single(selector)
+    if pair is None:
+        if isinstance(selector, dict) and len(selector) > 1:
+            return {"$and": [_mango_norm_ops({key: value}) for key, value in selector.items()]}
+        return {"$eq": selector}  # a bare value (or {}) means equality
+    key, value = pair
+    if key in _MANGO_LIST_COMBINATORS and isinstance(value, list):
+        return {key: [_mango_norm_ops(item) for item in value]}
+    if key in ("$not", *_MANGO_SUB_SELECTORS) and isinstance(value, dict):
+        return {key: _mango_norm_ops(value)}
+    if key == "$text":
+        return {"$default": {"$text": value}}
+    if _is_operator(key):
+        return selector  # a terminal ($eq, $gt, $in, $exists, $regex, ...): its value as is
+    return {key: _mango_norm_ops(value)}
+
+
+def _mango_norm_fields(selector, path=""):
+    """norm_fields/1: field names joined into dotted paths, pushed below $and/$or/$not/$nor."""
+    if selector == {}:
+        return {}
+    key, value = _single(selector)
+    if key in _MANGO_LIST_COMBINATORS:
+        return {key: [_mango_norm_fields(item, path) for item in value]}
+    if key == "$not":
+        return {key: _mango_norm_fields(value, path)}
+    if key in _MANGO_SUB_SELECTORS:
+        return {path: {key: _mango_norm_fields(value)}}
+    if key == "$default" and path == "":
+        return selector
+    if _is_operator(key):
+        return {path: selector}
+    return _mango_norm_fields(value, key if path == "" else path + "." + key)
+
+
+def _mango_norm_negations(selector):
+    """norm_negations/1: $not and $nor moved down to the terminals (De Morgan)."""
+    pair = _single(selector)
+    if pair is None:
+        return selector
+    key, value = pair
+    if key == "$not":
+        return _mango_negate(value)
+    if key == "$nor":
+        return {"$and": [_mango_negate(item) for item in value]}
+    if key in ("$and", "$or"):
+        return {key: [_mango_norm_negations(item) for item in value]}
+    if key in _MANGO_SUB_SELECTORS:
+        return {key: _mango_norm_negations(value)}
+    return selector
+
+
+def _mango_negate(selector):
+    """negate/1."""
+    key, value = _single(selector)
+    if key == "$not":
+        return _mango_norm_negations(value)
+    if key == "$nor":
+        return {"$or": [_mango_norm_negations(item) for item in value]}
+    if key == "$and":
+        return {"$or": [_mango_negate(item) for item in value]}
+    if key == "$or":
+        return {"$and": [_mango_negate(item) for item in value]}
+    if key in _MANGO_NEGATED:
+        return {_MANGO_NEGATED[key]: value}
+    if key == "$exists" and isinstance(value, bool):
+        return {"$exists": not value}
+    if _is_operator(key):
+        return {"$not": selector}
+    return {key: _mango_negate(value)}
+
+
+def mango_normal_form(selector):
+    """A Mango selector as CouchDB 3 stores and lists it (mango_selector:normalize/1).
+
+    selector: a dict as a task gives it or a server lists it; None or {} give {}. The steps
+    are CouchDB's: norm_ops (several keys are an implicit $and in key order, a bare value is
+    {"$eq": value}, $text becomes {"$default": {"$text": ...}}), norm_fields (nested field
+    names become one dotted path, pushed below $and/$or/$not/$nor: {"a": {"b": {"$gt": 1}}}
+    is {"a.b": {"$gt": 1}}; $elemMatch, $allMatch and $keyMapMatch are normalised inside on
+    their own), norm_negations ($not and $nor pushed down to the terminals by De Morgan:
+    {"$not": {"a": {"$gt": 1}}} is {"a": {"$lte": 1}}). A form already normal is returned
+    equal, so the server's listing and the task's option can both go through it.
+
+    Raises ValueError for what is not a selector (not a dict, an operator with an argument
+    of the wrong type); CouchDB answers those with 400. Unknown operators pass unchanged.
+    """
+    if selector is None or selector == {}:
+        return {}
+    if not isinstance(selector, dict):
+        raise ValueError("A Mango selector must be an object, not %s." % type(selector).__name__)
+    try:
+        normal = _mango_norm_ops(selector)
+        normal = _mango_norm_fields(normal)
+        return _mango_norm_negations(normal)
+    except (TypeError, AttributeError) as exc:
+        raise ValueError("Not a valid Mango selector: %s" % exc) from None
+
+
+def comparable_selector(selector):
+    """The normal form with the arguments of $and, $or and $nor in a fixed order: the order of
+    a selector's keys changes nothing it matches, so two selectors that differ only there are
+    equal. None where there is no selector (CouchDB 3 does not list an empty one)."""
+    normal = mango_normal_form(selector)
+    return _sorted_combinators(normal) or None
+
+
+def _sorted_combinators(selector):
+    pair = _single(selector)
+    if pair is None:
+        return selector
+    key, value = pair
+    if key in _MANGO_LIST_COMBINATORS and isinstance(value, list):
+        parts = [_sorted_combinators(item) for item in value]
+        return {key: sorted(parts, key=lambda part: json.dumps(part, sort_keys=True))}
+    if key == "$not" or key in _MANGO_SUB_SELECTORS:
+        return {key: _sorted_combinators(value)}
+    if _is_operator(key):
+        return selector  # a terminal: its value is data, not a selector
+    return {key: _sorted_combinators(value)}
 
 
 def poll(read, done, timeout, interval=0.5):
@@ -474,11 +660,76 @@ def scheduler_reason(info):
     return None
 
 
-def read_replications(client, replicator_db="_replicator"):
-    """[{id, source, target, state, reason}] of every replication document of a server.
+# Seconds a replication must have stayed running, with no error in its job info, before it
+# counts as running. CouchDB 3.5 showed a pull whose source refuses its credentials as
+# running for 2.4-5.4 s, then crashing (replication_auth_error): DESIGN.md "CouchDB flavours".
+REPLICATION_SETTLE_SECONDS = 10.0
+
+SETTLE_RUNNING = "running"
+SETTLE_COMPLETED = "completed"
+SETTLE_SETTLING = "settling"
+SETTLE_FAILED = "failed"
+SETTLE_WAITING = "waiting"
+
+
+def settle_replication(doc, now, settle_seconds=REPLICATION_SETTLE_SECONDS, written_at=None):
+    """Whether one replication runs, judged on the server's own clock. Pure: no I/O.
+
+    doc: the replication as the server reports it: a CouchDB 3 /_scheduler/docs document
+      (state, info, last_updated, start_time), a pouchdb-server _replicator document
+      (_replication_state, _replication_state_reason, _replication_state_time), or None
+      when the server shows none (yet).
+    now: the server's time when doc was read (its Date header), seconds since the epoch.
+    settle_seconds: how long the replication must have stayed running.
+    written_at: the server's time of the task's own write of the document, or None; a job
+      that started before it is the one the write replaced, and shows nothing about the new.
+
+    Returns {"verdict", "state", "reason", "running_for"}: running_for in seconds (None when
+    not running), verdict one of
+      "running"   - running (pouchdb-server: triggered) for settle_seconds or more, no error;
+      "settling"  - running with no error, but not for that long yet (or no time to tell);
+      "completed" - a one-off replication that ended well;
+      "failed"    - crashing, failed or error, or any other state with an error in its info
+                    (CouchDB's pending after a crash); reason is the server's;
+      "waiting"   - no job yet, the replaced job, or pending without error.
+    """
+    if not isinstance(doc, dict):
+        return dict(verdict=SETTLE_WAITING, state=None, reason=None, running_for=None)
+    if "_replication_state" in doc or "_id" in doc:
+        state = doc.get("_replication_state")
+        reason = doc.get("_replication_state_reason")
+        since = started = iso_time(doc.get("_replication_state_time"))
+    else:
+        state = doc.get("state")
+        reason = scheduler_reason(doc.get("info"))
+        since = iso_time(doc.get("last_updated"))
+        started = iso_time(doc.get("start_time"))
+    result = dict(state=state, reason=reason, running_for=None)
+    if written_at is not None and (started is None or started < written_at):
+        return dict(result, verdict=SETTLE_WAITING)
+    if state in FAILED_STATES or (reason and state != "completed"):
+        return dict(result, verdict=SETTLE_FAILED)
+    if state == "completed":
+        return dict(result, verdict=SETTLE_COMPLETED)
+    if state not in ("running", "triggered"):
+        return dict(result, verdict=SETTLE_WAITING)
+    if since is None or now is None:
+        return dict(result, verdict=SETTLE_SETTLING)
+    running_for = max(0.0, now - since)
+    verdict = SETTLE_RUNNING if running_for >= settle_seconds else SETTLE_SETTLING
+    return dict(result, verdict=verdict, running_for=running_for)
+
+
+def read_replications(
+    client, replicator_db="_replicator", settle_seconds=REPLICATION_SETTLE_SECONDS
+):
+    """[{id, source, target, state, reason, healthy, running_for}] of every replication
+    document of a server, sorted by id.
 
     CouchDB 3 keeps the state in its scheduler; pouchdb-server has no /_scheduler and writes
-    _replication_state into the document itself.
+    _replication_state into the document itself. healthy: settle_replication() says running
+    (for settle_seconds, on the server's clock, with no error) or completed; running_for:
+    seconds it has been running, null when it is not.
     """
     db_path = "/" + quote_segment(replicator_db)
     replications = []
@@ -490,8 +741,7 @@ def read_replications(client, replicator_db="_replicator"):
                     id=job.get("doc_id"),
                     source=endpoint_url(job.get("source")),
                     target=endpoint_url(job.get("target")),
-                    state=job.get("state"),
-                    reason=scheduler_reason(job.get("info")),
+                    _settle=settle_replication(job, client.server_time, settle_seconds),
                 )
             )
     else:
@@ -505,10 +755,14 @@ def read_replications(client, replicator_db="_replicator"):
                     id=row.get("id"),
                     source=endpoint_url(doc.get("source")),
                     target=endpoint_url(doc.get("target")),
-                    state=doc.get("_replication_state"),
-                    reason=doc.get("_replication_state_reason"),
+                    _settle=settle_replication(doc, client.server_time, settle_seconds),
                 )
             )
     for replication in replications:
-        replication["healthy"] = replication["state"] in HEALTHY_STATES
+        settle = replication.pop("_settle")
+        replication["state"] = settle["state"]
+        replication["reason"] = settle["reason"]
+        replication["healthy"] = settle["verdict"] in (SETTLE_RUNNING, SETTLE_COMPLETED)
+        running_for = settle["running_for"]
+        replication["running_for"] = None if running_for is None else round(running_for, 1)
     return sorted(replications, key=lambda item: item["id"] or "")

@@ -121,3 +121,51 @@ def test_the_index_serves_a_sorted_query(ansible: Ansible, one: PouchServer, nam
     assert status == 200, found
     assert [doc["timestamp"] for doc in found["docs"]] == [1, 3]
     assert "warning" not in found
+
+
+def test_a_selector_listed_in_couchdb_3s_normal_form_is_not_a_change(
+    ansible: Ansible, one: PouchServer, name: str
+):
+    """Issue 11 item 5. CouchDB 3 lists {"type": "message"} as {"type": {"$eq": "message"}};
+    pouchdb-server lists what it was given, so the index is made here as CouchDB lists it."""
+    one.create_db(name)
+    normal = {"type": {"$eq": "message"}, "recipientId": {"$exists": True}}
+    status, body = http_json(
+        "POST",
+        one.db_url(name) + "/_index",
+        {
+            "index": {"fields": FIELDS, "partial_filter_selector": normal},
+            "ddoc": "kuno",
+            "name": "recipient-timestamp",
+            "type": "json",
+        },
+    )
+    assert status == 200, body
+    written = {"recipientId": {"$exists": True}, "type": "message"}
+
+    run = ansible.run(
+        [
+            index_task("as written", one, name, fields=FIELDS, partial_filter_selector=written),
+            index_task(
+                "another filter, check mode",
+                one,
+                name,
+                fields=FIELDS,
+                partial_filter_selector={"type": "receipt"},
+                check_mode=True,
+            ),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    assert run["as written"]["changed"] is False
+    assert run["as written"]["index"]["partial_filter_selector"] == {
+        "$and": [{"recipientId": {"$exists": True}}, {"type": {"$eq": "message"}}]
+    }
+    assert run["another filter, check mode"]["changed"] is True
+    assert run["another filter, check mode"]["differences"] == [
+        "partial_filter_selector.$and",
+        "partial_filter_selector.type",
+    ]
+    key = "_design/kuno/recipient-timestamp"
+    assert indexes(one, name)[key]["partial_filter_selector"] == normal

@@ -8,8 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
-from tests.modules.helpers import Ansible
+from tests.modules.helpers import REPO, Ansible
 from tests.support.pouchdb import PouchServer, http_json, wait_until
+
+ROLE = str(REPO / "roles" / "replication")
 
 
 def replication_task(
@@ -88,17 +90,24 @@ def test_continuous_replication_lifecycle(
 
     assert run.returncode == 0, run.output
     assert run["create"]["changed"] is True
-    assert run["create"]["status"] == {"state": "triggered", "reason": None}
+    # Counted as running only once it has stayed so for the settle time (10 s by default).
+    assert run["create"]["status"]["state"] == "triggered"
+    assert run["create"]["status"]["reason"] is None
+    assert run["create"]["status"]["running_for"] >= 10
     assert run["create"]["flavour"] == "pouchdb-server"
     assert run["rerun"]["changed"] is False
-    assert {
+    # Running for longer than the settle time already: the rerun's wait need not wait again.
+    assert run["rerun"]["status"]["running_for"] >= 10
+    (info,) = [r for r in run["info"]["replications"] if r["id"] == doc_id]
+    assert info["running_for"] >= 10
+    assert {k: v for k, v in info.items() if k != "running_for"} == {
         "id": doc_id,
         "source": one.db_url(name),
         "target": two.db_url(name),
         "state": "triggered",
         "reason": None,
         "healthy": True,
-    } in run["info"]["replications"]
+    }
     doc = replication_doc(two, doc_id)
     assert doc is not None
     # pouchdb-server reads credentials from the URL only.
@@ -350,3 +359,109 @@ def test_a_selector_is_refused_before_it_kills_pouchdb_server(
     assert replication_doc(two, doc_id) is None
     time.sleep(0.5)
     assert alive(one) and alive(two)
+
+
+def test_wait_counts_a_replication_only_once_it_has_settled(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    """Issue 11 item 6: a single running (pouchdb-server: triggered) reading proves nothing;
+    CouchDB 3 shows a pull whose source refuses its password as running for 2.4-5.4 s."""
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"{name}-settled"
+    options = pull(one, two, name)
+    started = time.monotonic()
+    run = ansible.run(
+        [
+            replication_task(
+                "too short",
+                two,
+                doc_id,
+                wait=True,
+                settle_time=5,
+                wait_timeout=5,
+                check_mode=False,
+                **options,
+            ),
+        ]
+    )
+    assert run["too short"]["failed"] is True
+    assert run["too short"]["msg"] == "settle_time must be shorter than wait_timeout."
+    assert replication_doc(two, doc_id) is None
+
+    run = ansible.run(
+        [replication_task("create", two, doc_id, wait=True, settle_time=3, **options)]
+    )
+    elapsed = time.monotonic() - started
+
+    assert run.returncode == 0, run.output
+    assert run["create"]["status"]["state"] == "triggered"
+    assert run["create"]["status"]["running_for"] >= 3
+    assert elapsed >= 3
+
+
+def role_wait_task(source: PouchServer, target: PouchServer, db: str) -> dict[str, Any]:
+    """The replication role's wait.yml on target, for the pull of db from source."""
+    return {
+        "name": "wait",
+        "ansible.builtin.include_role": {"name": ROLE, "tasks_from": "wait.yml"},
+        "vars": {
+            "replication_url": target.url,
+            "replication_node_name": str(target.port),
+            "replication_peers": [str(source.port)],
+            "replication_databases": [db],
+            "replication_user": None,
+            "replication_password": None,
+            "replication_wait_timeout": 30,
+        },
+    }
+
+
+def test_the_roles_wait_accepts_only_a_settled_replication(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str
+):
+    """Issue 11 item 6: roles/replication/tasks/wait.yml (deploy, heal.yml, verify.yml)
+    accepted the first running reading."""
+    one.create_db(name)
+    two.create_db(name)
+    doc_id = f"kuno-{name}-from-{one.port}"
+    run = ansible.run(
+        [
+            replication_task("create", two, doc_id, **pull(one, two, name)),
+            role_wait_task(one, two, name),
+        ]
+    )
+
+    assert run.returncode == 0, run.output
+    waited = run[f"{ROLE} : Wait until every replication of this node has settled running"]
+    (replication,) = [r for r in waited["replications"] if r["id"] == doc_id]
+    assert replication["healthy"] is True
+    assert replication["running_for"] >= 10
+
+
+def test_the_roles_wait_fails_with_the_servers_reason(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+):
+    one.create_db(name)
+    doc_id = f"kuno-{name}-from-{one.port}"
+    options = pull(
+        one, tolerant_pouch, name, source_password="wrong", pouchdb_tolerates_rejections=True
+    )
+    run = ansible.run(
+        [
+            replication_task("create", tolerant_pouch, doc_id, **options),
+            {
+                **role_wait_task(one, tolerant_pouch, name),
+                "vars": {
+                    **role_wait_task(one, tolerant_pouch, name)["vars"],
+                    "replication_wait_timeout": 4,
+                },
+            },
+        ]
+    )
+
+    assert run.returncode != 0
+    failed = run[f"{ROLE} : Fail naming the replications that do not run"]
+    assert failed["failed"] is True
+    assert f"{doc_id} (error: Name or password is incorrect.)" in failed["msg"]
+    assert alive(tolerant_pouch)

@@ -32,7 +32,8 @@ def heal_task(source: PouchServer, target: PouchServer, db: str, user: str, pass
             "replication_user": user,
             "replication_password": password,
             "replication_pouchdb_tolerates_rejections": True,
-            "replication_wait_timeout": 6,
+            # Above the 10 s a replication must have run before it counts (wait.yml).
+            "replication_wait_timeout": 20,
         },
     }
 

@@ -57,6 +57,111 @@ def test_find_index_matches_design_document_and_name():
     assert index.find_index(listing, "_design/kuno", "by-sender") is None
 
 
+# --- Mango selectors in CouchDB's normal form ------------------------------------------------
+
+# (as written, as CouchDB 3 stores and lists it): DESIGN.md "CouchDB flavours" (measured on
+# 3.5.0) and the examples in the comments of CouchDB 3.5.0's src/mango/src/mango_selector.erl.
+COUCHDB_NORMAL_FORMS = [
+    # DESIGN.md: GET /db/_index lists {"type": "message"} as {"type": {"$eq": "message"}}.
+    ({"type": "message"}, {"type": {"$eq": "message"}}),
+    # norm_ops: "An implicit $and", in key order.
+    (
+        {"type": "message", "recipientId": "bob"},
+        {"$and": [{"type": {"$eq": "message"}}, {"recipientId": {"$eq": "bob"}}]},
+    ),
+    # norm_fields: "{foo: {bar: {$gt: 10}}}" -> "{"foo.bar": {$gt: 10}}".
+    ({"foo": {"bar": {"$gt": 10}}}, {"foo.bar": {"$gt": 10}}),
+    # norm_fields: "{foo: {$and: [{$gt: 5}, {$lt: 10}]}}"
+    #           -> "{$and: [{foo: {$gt: 5}}, {foo: {$lt: 10}}]}".
+    (
+        {"foo": {"$and": [{"$gt": 5}, {"$lt": 10}]}},
+        {"$and": [{"foo": {"$gt": 5}}, {"foo": {"$lt": 10}}]},
+    ),
+    # Two operators on one field are the same implicit $and.
+    (
+        {"expiresAt": {"$gt": 5, "$lt": 10}},
+        {"$and": [{"expiresAt": {"$gt": 5}}, {"expiresAt": {"$lt": 10}}]},
+    ),
+    # norm_negations: "{$not: {foo: {$gt: 10}}}" -> "{foo: {$lte: 10}}".
+    ({"$not": {"foo": {"$gt": 10}}}, {"foo": {"$lte": 10}}),
+    # De Morgan: "{$not: {$and: [{foo: {$gt: 10}}, {foo: {$lt: 5}}]}}"
+    #         -> "{$or: [{foo: {$lte: 10}}, {foo: {$gte: 5}}]}".
+    (
+        {"$not": {"$and": [{"foo": {"$gt": 10}}, {"foo": {"$lt": 5}}]}},
+        {"$or": [{"foo": {"$lte": 10}}, {"foo": {"$gte": 5}}]},
+    ),
+    # $nor is the $and of the negations; a $not of $exists flips it; a $not of what cannot
+    # be negated ($regex) stays, below the field.
+    (
+        {"$nor": [{"type": "draft"}, {"deleted": {"$exists": True}}]},
+        {"$and": [{"type": {"$ne": "draft"}}, {"deleted": {"$exists": False}}]},
+    ),
+    ({"name": {"$not": {"$regex": "^x"}}}, {"name": {"$not": {"$regex": "^x"}}}),
+    # The $elemMatch example of match/3's comment: normalised inside on its own.
+    (
+        {"field_name": {"$elemMatch": {"$gte": 80, "$lt": 85}}},
+        {"field_name": {"$elemMatch": {"$and": [{"": {"$gte": 80}}, {"": {"$lt": 85}}]}}},
+    ),
+    # Terminals keep their argument as it is, an object as an $eq value too.
+    ({"tags": {"$in": ["a", {"b": 1}]}}, {"tags": {"$in": ["a", {"b": 1}]}}),
+    ({"meta": {"$eq": {"b": 1}}}, {"meta": {"$eq": {"b": 1}}}),
+    ({"$text": "hello"}, {"$default": {"$text": "hello"}}),
+]
+
+
+@pytest.mark.parametrize(("given", "listed"), COUCHDB_NORMAL_FORMS)
+def test_selectors_normalise_as_couchdb_3_lists_them(given: dict, listed: dict):
+    assert couchdb.mango_normal_form(given) == listed
+    # The server's own listing is already normal: both sides of a comparison go through it.
+    assert couchdb.mango_normal_form(listed) == listed
+    assert couchdb.comparable_selector(given) == couchdb.comparable_selector(listed)
+
+
+def test_selectors_compare_regardless_of_key_order_but_not_of_meaning():
+    one = {"type": "message", "recipientId": {"$exists": True}}
+    other = {"recipientId": {"$exists": True}, "type": "message"}
+
+    assert couchdb.comparable_selector(one) == couchdb.comparable_selector(other)
+    assert couchdb.comparable_selector({"type": "message"}) != couchdb.comparable_selector(
+        {"type": "receipt"}
+    )
+    assert couchdb.comparable_selector({"a": {"$gt": 1}}) != couchdb.comparable_selector(
+        {"a": {"$gte": 1}}
+    )
+    assert couchdb.comparable_selector(None) is None
+    assert couchdb.comparable_selector({}) is None
+
+
+@pytest.mark.parametrize("selector", [["type"], "message", {"$and": "type"}, {"$not": 1}])
+def test_what_is_no_selector_is_a_clear_error(selector: Any):
+    with pytest.raises(ValueError, match="selector"):
+        couchdb.mango_normal_form(selector)
+
+
+def test_an_index_listed_by_couchdb_3_equals_the_task_that_made_it():
+    """Issue 11 item 5: CouchDB 3.5 lists the partial filter normalised; no update follows."""
+    listed = {
+        "ddoc": "_design/kuno",
+        "name": "recipient-timestamp-index",
+        "type": "json",
+        "partial_filter_selector": {"type": {"$eq": "message"}},
+        "def": {
+            "fields": [{"recipientId": "asc"}, {"timestamp": "asc"}],
+            "partial_filter_selector": {"type": {"$eq": "message"}},
+        },
+    }
+    task = index.Index.__new__(index.Index)
+    task.params = {
+        "database": "messages",
+        "ddoc": "kuno",
+        "name": "recipient-timestamp-index",
+        "fields": ["recipientId", "timestamp"],
+        "partial_filter_selector": {"type": "message"},
+    }
+
+    assert task.normalise(listed) == task.desired(listed)
+
+
 # --- replication documents ----------------------------------------------------------------
 
 
@@ -261,3 +366,155 @@ def test_a_refused_password_is_unauthorized_without_the_password(one: PouchServe
     assert caught.value.status == 401
     assert "hunter2" not in str(caught.value)
     assert couchdb.CouchDBClient(one.url).flavour == "pouchdb-server"
+
+
+# --- settling replications ---------------------------------------------------------------------
+
+# /_scheduler/docs/_replicator/{id} as CouchDB 3.5 answers, in the shape of its
+# couch_replicator_doc_processor:ejson_doc/2 and couch_replicator_scheduler:job_summary/2
+# (info: the job's stats while running, {"error": reason} after a crash), with the times of
+# issue 11 item 6: a pull whose source refuses its password shows running, then crashing
+# (replication_auth_error) 2.4-5.4 s later.
+STARTED = "2026-11-29T10:00:00Z"
+T0 = 1795946400.0  # STARTED in seconds since the epoch
+AUTH_ERROR = (
+    "{replication_auth_error,{session_request_unauthorized,"
+    '"http://couchdb-2:5984/_session","admin"}}'
+)
+SCHEDULER_RUNNING = {
+    "database": "_replicator",
+    "doc_id": "kuno-messages-from-couchdb-2",
+    "id": "6a1b1f1b7a7dbe6f4b5c3e9a8d2f0c11+continuous",
+    "node": "nonode@nohost",
+    "source": "http://couchdb-2:5984/messages/",
+    "target": "http://couchdb-1:5984/messages/",
+    "state": "running",
+    "info": {
+        "revisions_checked": 0,
+        "missing_revisions_found": 0,
+        "docs_read": 0,
+        "docs_written": 0,
+        "changes_pending": None,
+        "doc_write_failures": 0,
+        "bulk_get_docs": 0,
+        "bulk_get_attempts": 0,
+        "checkpointed_source_seq": 0,
+    },
+    "error_count": 0,
+    "last_updated": STARTED,
+    "start_time": STARTED,
+    "source_proxy": None,
+    "target_proxy": None,
+}
+SCHEDULER_CRASHING = {
+    **SCHEDULER_RUNNING,
+    "state": "crashing",
+    "info": {"error": AUTH_ERROR},
+    "error_count": 1,
+    "last_updated": "2026-11-29T10:00:04Z",
+}
+SCHEDULER_PENDING_WITH_ERROR = {
+    **SCHEDULER_RUNNING,
+    "state": "pending",
+    "info": {"error": "db_not_found: could not open http://couchdb-2:5984/messages/"},
+    "error_count": 1,
+}
+SCHEDULER_PENDING = {**SCHEDULER_RUNNING, "state": "pending", "info": None}
+# pouchdb-server's replicator writes the state into the _replicator document itself.
+POUCHDB_TRIGGERED = {
+    "_id": "kuno-messages-from-two",
+    "_rev": "2-9e0c",
+    "source": "http://replicator:secret@127.0.0.1:41001/messages",
+    "target": "http://127.0.0.1:41002/messages",
+    "continuous": True,
+    "_replication_id": "f0e1d2c3",
+    "_replication_state": "triggered",
+    "_replication_state_time": "2026-11-29T10:00:00.250Z",
+}
+POUCHDB_ERROR = {
+    **POUCHDB_TRIGGERED,
+    "_rev": "3-1a2b",
+    "_replication_state": "error",
+    "_replication_state_time": "2026-11-29T10:00:00.262Z",
+    "_replication_state_reason": "Name or password is incorrect.",
+}
+
+
+def settle(doc: Any, now: float, written_at: float | None = None) -> dict[str, Any]:
+    return couchdb.settle_replication(doc, now, settle_seconds=10.0, written_at=written_at)
+
+
+def test_a_running_job_counts_only_after_the_settle_time():
+    assert couchdb.iso_time(STARTED) == T0
+
+    early = settle(SCHEDULER_RUNNING, T0 + 2.4)
+    assert early["verdict"] == "settling"
+    assert early["running_for"] == pytest.approx(2.4)
+    settled = settle(SCHEDULER_RUNNING, T0 + 10)
+    assert settled == {
+        "verdict": "running",
+        "state": "running",
+        "reason": None,
+        "running_for": 10.0,
+    }
+
+
+def test_the_default_settle_time_outlasts_couchdbs_crash_after_bad_credentials():
+    # Issue 11 item 6: crashing came 2.4-5.4 s after running.
+    assert couchdb.REPLICATION_SETTLE_SECONDS > 5.4
+    verdict = couchdb.settle_replication(SCHEDULER_RUNNING, T0 + 5.4)["verdict"]
+    assert verdict == "settling"
+
+
+def test_crashing_with_an_auth_error_fails_with_the_servers_reason():
+    result = settle(SCHEDULER_CRASHING, T0 + 30)
+
+    assert result["verdict"] == "failed"
+    assert result["state"] == "crashing"
+    assert result["reason"].startswith("{replication_auth_error,")
+
+
+def test_pending_with_an_error_fails_and_pending_without_one_waits():
+    assert settle(SCHEDULER_PENDING_WITH_ERROR, T0 + 30)["verdict"] == "failed"
+    assert settle(SCHEDULER_PENDING_WITH_ERROR, T0 + 30)["reason"].startswith("db_not_found")
+    assert settle(SCHEDULER_PENDING, T0 + 30)["verdict"] == "waiting"
+    assert settle(None, T0)["verdict"] == "waiting"
+
+
+def test_a_running_job_with_an_error_in_its_info_is_not_running():
+    doc = {**SCHEDULER_RUNNING, "info": {"error": "changes_reader_died"}}
+
+    assert settle(doc, T0 + 60)["verdict"] == "failed"
+
+
+def test_after_a_write_only_a_job_started_since_counts():
+    # The scheduler may still show the job the write replaced: neither its long run nor
+    # its crash says anything about the new document.
+    assert settle(SCHEDULER_RUNNING, T0 + 600, written_at=T0 + 590)["verdict"] == "waiting"
+    assert settle(SCHEDULER_CRASHING, T0 + 600, written_at=T0 + 590)["verdict"] == "waiting"
+    assert settle(SCHEDULER_RUNNING, T0 + 12, written_at=T0)["verdict"] == "running"
+
+
+def test_pouchdb_server_states():
+    triggered = settle(POUCHDB_TRIGGERED, T0 + 1)
+    assert triggered["verdict"] == "settling"
+    assert triggered["running_for"] == pytest.approx(0.75)
+    assert settle(POUCHDB_TRIGGERED, T0 + 11)["verdict"] == "running"
+    assert settle(POUCHDB_ERROR, T0 + 1) == {
+        "verdict": "failed",
+        "state": "error",
+        "reason": "Name or password is incorrect.",
+        "running_for": None,
+    }
+    completed = {**POUCHDB_TRIGGERED, "continuous": False, "_replication_state": "completed"}
+    assert settle(completed, T0 + 1)["verdict"] == "completed"
+    # Written, not yet picked up by the replicator: no state, no time.
+    fresh = {k: v for k, v in POUCHDB_TRIGGERED.items() if not k.startswith("_replication")}
+    assert settle(fresh, T0 + 1, written_at=T0)["verdict"] == "waiting"
+
+
+def test_times_as_the_servers_write_them():
+    assert couchdb.http_date("Sun, 29 Nov 2026 10:00:00 GMT") == T0
+    assert couchdb.iso_time("2026-11-29T10:00:00.250Z") == T0 + 0.25
+    assert couchdb.iso_time("yesterday") is None
+    assert couchdb.http_date(None) is None
