@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import Conflict, CouchClient, CouchError
 from kuno.common.messages import Message
+from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
@@ -26,6 +27,8 @@ MAX_ROUNDS_PER_PAGE = 10
 MAX_BATCH_GROWTH = 8
 # The largest timestamp a listed message may have: JavaScript's largest safe integer.
 MAX_TIMESTAMP = 2**53 - 1
+# A cursor's id is a message id (a UUID, 36 characters); longer is no cursor of ours.
+MAX_CURSOR_ID = 256
 
 
 @dataclass(frozen=True, order=True)
@@ -40,10 +43,12 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor `encode` wrote, or ValueError: `<timestamp>_<id>`, the timestamp in
+        ASCII digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
         timestamp, sep, doc_id = text.partition("_")
-        if not sep or not timestamp.isdigit() or not doc_id:
+        if not sep or not 0 < len(doc_id) <= MAX_CURSOR_ID or doc_id.startswith("_"):
             raise ValueError("not a cursor")
-        return cls(int(timestamp), doc_id)
+        return cls(ascii_int(timestamp, 0, MAX_TIMESTAMP), doc_id)
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Cursor:
