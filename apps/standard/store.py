@@ -208,24 +208,7 @@ class MessageStore:
     async def _rows_from(self, recipient: str, position: Cursor | None, batch: int) -> list[Any]:
         """At most `batch` rows of the recipient's index from `position` on (ties included:
         the caller skips what it has seen), as CouchDB answers them, null rows included."""
-        result = await self.couch.find(
-            self.database,
-            {
-                # Index fields and range operators only: pouchdb-server would otherwise
-                # filter every later row in memory. The upper bound leaves out timestamps
-                # that are not numbers (Mango collation puts them after every number).
-                "selector": {
-                    "recipientId": recipient,
-                    "timestamp": {
-                        "$gte": position.timestamp if position else 0,
-                        "$lte": MAX_TIMESTAMP,
-                    },
-                },
-                "sort": RECIPIENT_SORT,
-                "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
-                "limit": batch,
-            },
-        )
+        result = await self.couch.find(self.database, recipient_query(recipient, position, batch))
         rows = result.get("docs") if isinstance(result, dict) else None
         if not isinstance(rows, list):
             raise CouchError(502, "bad_response", "_find answered without a docs list")
@@ -311,6 +294,23 @@ def _position(row: object) -> Cursor | None:
     if not 0 <= timestamp <= MAX_TIMESTAMP:
         return None
     return Cursor(timestamp, doc_id)
+
+
+def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict[str, Any]:
+    """The `_find` body for at most `limit` of the recipient's rows from `position` on, ties
+    included, in (timestamp, id) order, on the recipient-timestamp index."""
+    return {
+        # Index fields and range operators only: pouchdb-server would otherwise filter
+        # every later row in memory. The upper bound leaves out timestamps that are not
+        # numbers (Mango's collation puts them after every number).
+        "selector": {
+            "recipientId": recipient,
+            "timestamp": {"$gte": position.timestamp if position else 0, "$lte": MAX_TIMESTAMP},
+        },
+        "sort": RECIPIENT_SORT,
+        "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+        "limit": limit,
+    }
 
 
 def _not_in(batch: list[Message], message: Message) -> bool:
