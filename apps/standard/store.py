@@ -184,7 +184,8 @@ class MessageStore:
                     continue
                 position, moved = at, True
                 if not is_listable(row, recipient):
-                    log.warning("skipped a document that is not a message", extra={"id": at.id})
+                    if not row.get("_deleted"):  # a tombstone read meanwhile is no finding
+                        log.warning("skipped a document that is no message", extra={"id": at.id})
                 elif row["expiresAt"] <= now_ms:
                     expired.append(row["_id"])
                 else:
