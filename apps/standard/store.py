@@ -10,8 +10,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kuno.common.batching import NaturalBatcher
-from kuno.common.couch import CouchClient
+from kuno.common.couch import Conflict, CouchClient, CouchError
 from kuno.common.messages import Message
+from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
@@ -19,8 +20,15 @@ RECIPIENT_INDEX = "recipient-timestamp-index"
 EXPIRY_INDEX = "expires-at-index"
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
 RECIPIENT_SORT = [{"recipientId": "asc"}, {"timestamp": "asc"}]
-# Rounds of _find per page when expired or already-seen messages fill a batch.
+# Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
+# A round that could not move on (rows of one millisecond already seen, rows deleted
+# meanwhile) doubles its batch, up to this many times limit + 1.
+MAX_BATCH_GROWTH = 8
+# The largest timestamp a listed message may have: JavaScript's largest safe integer.
+MAX_TIMESTAMP = 2**53 - 1
+# A cursor's id is a message id (a UUID, 36 characters); longer is no cursor of ours.
+MAX_CURSOR_ID = 256
 
 
 @dataclass(frozen=True, order=True)
@@ -35,10 +43,12 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor `encode` wrote, or ValueError: `<timestamp>_<id>`, the timestamp in
+        ASCII digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
         timestamp, sep, doc_id = text.partition("_")
-        if not sep or not timestamp.isdigit() or not doc_id:
+        if not sep or not 0 < len(doc_id) <= MAX_CURSOR_ID or doc_id.startswith("_"):
             raise ValueError("not a cursor")
-        return cls(int(timestamp), doc_id)
+        return cls(ascii_int(timestamp, 0, MAX_TIMESTAMP), doc_id)
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Cursor:
@@ -152,47 +162,66 @@ class MessageStore:
         return await self._singles.submit(message)
 
     async def page(self, recipient: str, now_ms: int, limit: int, after: Cursor | None) -> Page:
-        """Non-expired messages of one recipient, oldest first; expired ones met are deleted."""
-        selector = {
-            "recipientId": recipient,
-            "timestamp": {"$gte": after.timestamp if after else 0},
-        }
-        batch_size = limit + 1
+        """Up to `limit` non-expired messages of one recipient after `after`, oldest first,
+        and the cursor of the next page (None at the end). Expired messages met are deleted.
+
+        A read may race deletes: a row whose document is gone (pouchdb-server answers
+        `null`), deleted, malformed or not this recipient's message is skipped. Each round
+        reads on from the last position seen (never `skip`, which a delete shifts); a round
+        that could not move on reads a larger batch the next time.
+        """
+        batch = limit + 1
         found: list[dict[str, Any]] = []
         expired: list[str] = []
-        scanned = 0
-        last: Cursor | None = None
+        position = after
+        more = False
         for _ in range(MAX_ROUNDS_PER_PAGE):
-            result = await self.couch.find(
-                self.database,
-                {
-                    "selector": selector,
-                    "sort": RECIPIENT_SORT,
-                    "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
-                    "limit": batch_size,
-                    "skip": scanned,
-                },
-            )
-            docs = result["docs"]
-            scanned += len(docs)
-            for doc in docs:
-                position = Cursor.of(doc)
-                if after is not None and position <= after:
+            rows = await self._rows_from(recipient, position, batch)
+            moved = False
+            for row in rows:
+                at = _position(row)
+                if at is None or (position is not None and at <= position):
                     continue
-                last = position
-                if doc["expiresAt"] <= now_ms:
-                    expired.append(doc["_id"])
-                elif len(found) <= limit:
-                    found.append(doc)
-            if len(found) > limit or len(docs) < batch_size:
+                position, moved = at, True
+                if not is_listable(row, recipient):
+                    if not row.get("_deleted"):  # a tombstone read meanwhile is no finding
+                        log.warning("skipped a document that is no message", extra={"id": at.id})
+                elif row["expiresAt"] <= now_ms:
+                    expired.append(row["_id"])
+                else:
+                    found.append(row)
+                    if len(found) > limit:
+                        break
+            if len(found) > limit or len(rows) < batch:
                 break
+            if not moved:
+                batch = min(batch * 2, (limit + 1) * MAX_BATCH_GROWTH)
+        else:
+            # Out of rounds with batches still full: the caller continues from the last
+            # position, unless nothing moved at all (a `next` would only repeat this page).
+            more = position != after
         if expired:
-            await self.delete_expired(expired)
+            await self._delete_expired_met(expired)
         if len(found) > limit:
             return Page(found[:limit], Cursor.of(found[limit - 1]))
-        # Out of rounds with batches still full: let the caller continue from there.
-        more = scanned == MAX_ROUNDS_PER_PAGE * batch_size
-        return Page(found, last if more else None)
+        return Page(found, position if more else None)
+
+    async def _rows_from(self, recipient: str, position: Cursor | None, batch: int) -> list[Any]:
+        """At most `batch` rows of the recipient's index from `position` on (ties included:
+        the caller skips what it has seen), as CouchDB answers them, null rows included."""
+        result = await self.couch.find(self.database, recipient_query(recipient, position, batch))
+        rows = result.get("docs") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise CouchError(502, "bad_response", "_find answered without a docs list")
+        return rows
+
+    async def _delete_expired_met(self, ids: list[str]) -> None:
+        """Delete expired messages a read met; a concurrent delete of one is not an error
+        of the read (the sweep deletes whatever is left)."""
+        try:
+            await self.delete_expired(ids)
+        except Conflict as exc:
+            log.info("expired messages changed meanwhile", extra={"cause": exc.error})
 
     async def live_leaves(self, message_id: str) -> list[dict[str, Any]]:
         return await self.couch.live_leaves(self.database, message_id)
@@ -226,6 +255,63 @@ class MessageStore:
             if len(ids) < batch:
                 break
         return total
+
+
+# The fields a listed message must have, with their JSON types (bool is no int here).
+_MESSAGE_FIELDS: dict[str, type] = {
+    "_id": str,
+    "senderId": str,
+    "recipientId": str,
+    "ciphertext": str,
+    "nonce": str,
+    "timestamp": int,
+    "expiresAt": int,
+}
+
+
+def is_listable(row: object, recipient: str) -> bool:
+    """Whether a `_find` row is a live message of `recipient` that the API can return.
+
+    False for a row whose document is gone (`null`), a deleted document, another type of
+    document, another recipient's, or one whose message fields are missing or mistyped.
+    """
+    if not isinstance(row, dict) or row.get("_deleted"):
+        return False
+    if row.get("type", "message") != "message" or row.get("recipientId") != recipient:
+        return False
+    return all(
+        isinstance(row.get(field), kind) and not isinstance(row.get(field), bool)
+        for field, kind in _MESSAGE_FIELDS.items()
+    )
+
+
+def _position(row: object) -> Cursor | None:
+    """Where a row sits in the index (timestamp, id), or None when it has no such place."""
+    if not isinstance(row, dict):
+        return None
+    timestamp, doc_id = row.get("timestamp"), row.get("_id")
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(doc_id, str):
+        return None
+    if not 0 <= timestamp <= MAX_TIMESTAMP:
+        return None
+    return Cursor(timestamp, doc_id)
+
+
+def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict[str, Any]:
+    """The `_find` body for at most `limit` of the recipient's rows from `position` on, ties
+    included, in (timestamp, id) order, on the recipient-timestamp index."""
+    return {
+        # Index fields and range operators only: pouchdb-server would otherwise filter
+        # every later row in memory. The upper bound leaves out timestamps that are not
+        # numbers (Mango's collation puts them after every number).
+        "selector": {
+            "recipientId": recipient,
+            "timestamp": {"$gte": position.timestamp if position else 0, "$lte": MAX_TIMESTAMP},
+        },
+        "sort": RECIPIENT_SORT,
+        "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+        "limit": limit,
+    }
 
 
 def _not_in(batch: list[Message], message: Message) -> bool:

@@ -10,8 +10,9 @@ from pydantic import ValidationError
 from kuno.common import couch
 from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
-from kuno.standard import keys
+from kuno.standard import keys, validation
 from kuno.standard.store import Cursor
+from kuno.standard.validation import query_int, query_value
 
 routes = web.RouteTableDef()
 
@@ -75,6 +76,11 @@ def _validate(body: object, max_ciphertext_bytes: int, where: str = "") -> Messa
         message = Message.model_validate(body)
     except ValidationError as exc:
         fail(web.HTTPBadRequest, "invalid_message", prefix + _first_problem(exc))
+    for field in ("senderId", "recipientId"):
+        try:
+            validation.user_id(getattr(message, field))
+        except ValueError as exc:
+            fail(web.HTTPBadRequest, "invalid_message", f"{prefix}{field}: {exc}")
     if message.ciphertext_bytes > max_ciphertext_bytes:
         fail(PayloadTooLarge, "too_large", f"{prefix}ciphertext over {max_ciphertext_bytes} bytes")
     return message
@@ -82,16 +88,18 @@ def _validate(body: object, max_ciphertext_bytes: int, where: str = "") -> Messa
 
 @routes.get("/messages/{user_id}")
 async def list_messages(request: web.Request) -> web.Response:
+    """`?limit=` 1..max_page_limit (default page_limit), `?after=` a `next` cursor: 200
+    `{"messages": [...], "next": cursor | None}`; 400 for a bad user id, limit or cursor."""
     identity = authenticate(request, request.app[keys.VERIFIER])
-    user_id = request.match_info["user_id"]
+    user_id = _path_user_id(request)
     if identity.subject != user_id and not identity.is_master:
         fail(web.HTTPForbidden, "forbidden", "these are another user's messages")
     settings = request.app[keys.SETTINGS]
-    limit = _int_param(request, "limit", settings.page_limit, 1, settings.max_page_limit)
+    limit = query_int(request, "limit", settings.page_limit, 1, settings.max_page_limit)
     after = None
-    if "after" in request.query:
+    if (cursor := query_value(request, "after")) is not None:
         try:
-            after = Cursor.decode(request.query["after"])
+            after = Cursor.decode(cursor)
         except ValueError:
             fail(web.HTTPBadRequest, "invalid_cursor", "after must be a cursor from `next`")
     page = await request.app[keys.STORE].page(user_id, now_ms(), limit, after)
@@ -105,6 +113,8 @@ async def list_messages(request: web.Request) -> web.Response:
 
 @routes.delete("/messages/{message_id}")
 async def delete_message(request: web.Request) -> web.Response:
+    """Delete every revision of the caller's message: 200 `{"id", "deleted": true}`; 400
+    for an id that is no canonical UUID, 403 another's, 404 absent, 409 kept changing."""
     identity = authenticate(request, request.app[keys.VERIFIER])
     message_id = request.match_info["message_id"]
     try:
@@ -127,6 +137,15 @@ async def delete_message(request: web.Request) -> web.Response:
             continue  # a revision arrived meanwhile (replication): read the leaves again
         return web.json_response({"id": message_id, "deleted": True})
     fail(web.HTTPConflict, "conflict", "the message kept changing; try again")
+
+
+def _path_user_id(request: web.Request) -> str:
+    """The `{user_id}` of the path, percent-decoded, or 400 `invalid_user_id`."""
+    value = request.match_info["user_id"]
+    try:
+        return validation.user_id(value)
+    except ValueError as exc:
+        fail(web.HTTPBadRequest, "invalid_user_id", f"the user id {exc}")
 
 
 @routes.get("/health")
@@ -155,15 +174,6 @@ async def health(request: web.Request) -> web.Response:
             "replications": replications,
         }
     )
-
-
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        fail(web.HTTPBadRequest, f"invalid_{name}", f"{name} must be an integer {low}..{high}")
-    return int(raw)
 
 
 def _first_problem(exc: ValidationError) -> str:

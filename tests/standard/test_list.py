@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kuno.standard.store import RECIPIENT_INDEX
+from kuno.standard.store import RECIPIENT_INDEX, Cursor, recipient_query
 from tests.standard.conftest import bearer
 from tests.support.messages import DAY_MS, message_body, now_ms
 from tests.support.pouchdb import http_json
@@ -119,16 +119,10 @@ async def test_bad_paging_parameters_are_refused(node, user_token, query):
 async def test_the_query_uses_the_recipient_timestamp_index(node, couchdb, database, master_token):
     # The node creates the index at start; the server's own plan must pick it.
     await _store(node, master_token, [message_body("bob")])
-    status, plan = http_json(
-        "POST",
-        f"{couchdb.db_url(database)}/_explain",
-        {
-            "selector": {"recipientId": "bob", "timestamp": {"$gte": 0}},
-            "sort": [{"recipientId": "asc"}, {"timestamp": "asc"}],
-            "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
-            "limit": 10,
-        },
-    )
-    assert status == 200, plan
-    assert plan["index"]["name"] == RECIPIENT_INDEX
-    assert [next(iter(f)) for f in plan["index"]["def"]["fields"]] == ["recipientId", "timestamp"]
+    for position in (None, Cursor(now_ms(), "8cf5c89b-e3b2-48ab-ba5e-d8c6000a5255")):
+        query = recipient_query("bob", position, 10)
+        status, plan = http_json("POST", f"{couchdb.db_url(database)}/_explain", query)
+        assert status == 200, plan
+        assert plan["index"]["name"] == RECIPIENT_INDEX
+        fields = [next(iter(f)) for f in plan["index"]["def"]["fields"]]
+        assert fields == ["recipientId", "timestamp"]
