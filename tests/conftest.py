@@ -8,7 +8,6 @@ fixtures and tests that must stop a server, and tests marked `standin`, are skip
 from __future__ import annotations
 
 import itertools
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,18 +15,27 @@ import pytest
 
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from tests.support.pouchdb import (
+    EXTERNAL,
     EXTERNAL_URLS_VARIABLE,
+    RUN_PREFIX,
     CouchServer,
     ExternalCouchDB,
     PouchServer,
-    external_servers,
+    skip_if_external,
 )
 
 _db_numbers = itertools.count(1)
-EXTERNAL = external_servers()
-# Against servers that outlive the run, names of this run's own.
-_RUN = "" if EXTERNAL is None else f"{secrets.token_hex(3)}_"
 CLUSTER_SIZE = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if EXTERNAL is None:
+        return
+    if len(EXTERNAL) < CLUSTER_SIZE:
+        raise pytest.UsageError(f"{EXTERNAL_URLS_VARIABLE} must name {CLUSTER_SIZE} servers")
+    # The master has one CouchDB user and password for all its servers, as deployed.
+    if len({(server.user, server.password) for server in EXTERNAL}) != 1:
+        raise pytest.UsageError(f"{EXTERNAL_URLS_VARIABLE}: give every server the same admin")
 
 
 def pytest_report_header() -> str:
@@ -45,12 +53,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("standin"):
             item.add_marker(skip)
-
-
-def skip_if_external(what: str) -> None:
-    """Skip the test in the real-CouchDB mode: `what` needs a server the suite runs."""
-    if EXTERNAL is not None:
-        pytest.skip(f"{what}: needs a server the suite starts and stops ({EXTERNAL_URLS_VARIABLE})")
 
 
 class Leftovers:
@@ -74,11 +76,6 @@ class Leftovers:
 def couchdb_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[CouchServer]]:
     """Three servers shared by the session; each test uses databases of its own."""
     if EXTERNAL is not None:
-        if len(EXTERNAL) < CLUSTER_SIZE:
-            pytest.fail(f"{EXTERNAL_URLS_VARIABLE} must name {CLUSTER_SIZE} servers")
-        # The master has one CouchDB user and password for all its servers, as deployed.
-        if len({(server.user, server.password) for server in EXTERNAL}) != 1:
-            pytest.fail(f"{EXTERNAL_URLS_VARIABLE}: give every server the same admin")
         servers = [server.start() for server in EXTERNAL[:CLUSTER_SIZE]]
         leftovers = Leftovers(servers)
         try:
@@ -125,7 +122,7 @@ def private_couchdb(tmp_path: Path) -> Iterator[PouchServer]:
 @pytest.fixture
 def database() -> str:
     """A database name no other test uses."""
-    return f"messages_{_RUN}{next(_db_numbers)}"
+    return f"messages_{RUN_PREFIX}{next(_db_numbers)}"
 
 
 @pytest.fixture(scope="session")

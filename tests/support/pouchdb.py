@@ -228,13 +228,15 @@ class PouchServer(CouchServer):
     def start(self) -> PouchServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.json"
-        if not config.exists():
-            # As the image runs it: no line per request (see docker-entrypoint.js), and an
-            # admin (pouchdb-server hashes the clear-text password into this file).
-            config.write_text(
-                json.dumps({"log": {"level": "warning"}, "admins": {self.user: self.password}})
-            )
-            config.chmod(0o600)
+        # As the image runs it: no line per request (see docker-entrypoint.js), and an admin
+        # (pouchdb-server hashes the clear-text password into this file), also in a config
+        # a test wrote.
+        settings = json.loads(config.read_text()) if config.exists() else {}
+        settings.setdefault("log", {"level": "warning"})
+        if self.user not in settings.setdefault("admins", {}):
+            settings["admins"][self.user] = self.password
+            config.write_text(json.dumps(settings))
+        config.chmod(0o600)
         log = (self.workdir / "server.log").open("ab")
         self._process = subprocess.Popen(
             [
@@ -328,7 +330,7 @@ class ExternalCouchDB(CouchServer):
 
     def stop(self) -> None:
         """Skips the calling test: the suite never stops a server it did not start."""
-        import pytest  # only here: the module is also used outside pytest (bench)
+        import pytest  # only here: bench uses this module outside pytest
 
         pytest.skip(f"stops a CouchDB server, which {EXTERNAL_URLS_VARIABLE} servers never are")
 
@@ -343,6 +345,20 @@ def external_servers() -> list[ExternalCouchDB] | None:
         return None
     urls = [part.strip() for part in value.split(",") if part.strip()]
     return [ExternalCouchDB(url, f"couchdb-{i}") for i, url in enumerate(urls, start=1)]
+
+
+#: The real-CouchDB mode's servers, or None: the stand-in's processes are used.
+EXTERNAL = external_servers()
+#: Put in fixed database names: servers that outlive a run get names of this run's own.
+RUN_PREFIX = "" if EXTERNAL is None else f"{secrets.token_hex(3)}_"
+
+
+def skip_if_external(what: str) -> None:
+    """Skip the test in the real-CouchDB mode: `what` needs a server the suite runs."""
+    if EXTERNAL is not None:
+        import pytest
+
+        pytest.skip(f"{what}: needs a server the suite starts and stops ({EXTERNAL_URLS_VARIABLE})")
 
 
 @contextlib.contextmanager
