@@ -186,7 +186,8 @@ async def main() -> None:
                         "limit": GET_PAGE + 1,
                         "skip": 0,
                     }
-                    return "POST", server.db_url("messages") + "/_find", {"json": query}
+                    kwargs = {"json": query, "headers": server.auth_header}
+                    return "POST", server.db_url("messages") + "/_find", kwargs
 
                 def node_get(user: str):
                     return "GET", f"{node_url}/messages/{user}", {"headers": user_token}
