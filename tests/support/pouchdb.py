@@ -226,6 +226,7 @@ class PouchServer(CouchServer):
         self._register()
 
     def start(self) -> PouchServer:
+        self._register()
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "config.json"
         # As the image runs it: no line per request (see docker-entrypoint.js), and an admin
@@ -298,6 +299,8 @@ class PouchServer(CouchServer):
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        # Its port may serve something else next: no admin credentials sent there.
+        _credentials.pop(_origin(self.url), None)
 
 
 class ExternalCouchDB(CouchServer):
