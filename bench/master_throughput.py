@@ -67,6 +67,8 @@ def start_master(
     env.update(
         KUNO_STORE_BATCHES_IN_FLIGHT=str(in_flight),
         KUNO_COUCHDB_URLS=",".join(server.url for server in servers),
+        KUNO_COUCHDB_USER=servers[0].user,
+        KUNO_COUCHDB_PASSWORD=servers[0].password,
         KUNO_STANDARD_NODE_URLS=",".join(node_urls),
         KUNO_TOKEN_PRIVATE_KEY_FILE=str(private_key),
         KUNO_HOST="127.0.0.1",
@@ -135,7 +137,7 @@ async def raw_writes(
     async def post(_: int) -> bool:
         body = message_body()
         document = {"_id": body.pop("id"), "type": "message", **body}
-        async with session.post(url, json=document) as response:
+        async with session.post(url, json=document, headers=server.auth_header) as response:
             await response.read()
             return response.status == 201
 
@@ -229,7 +231,7 @@ def raw_fan_out(
 
     async def put(server: PouchServer, document: dict) -> bool:
         url = f"{server.db_url(MESSAGES_DB)}/{document['_id']}"
-        async with session.put(url, json=document) as response:
+        async with session.put(url, json=document, headers=server.auth_header) as response:
             await response.read()
             # 409: replication from a server that stored it first got there before this PUT.
             return response.status in (201, 409)
@@ -299,7 +301,11 @@ def replicate_with_options(
         for server in servers:
             server.create_db(db)
         for target, source in itertools.permutations(servers, 2):
-            doc = {"source": source.db_url(db), "target": target.db_url(db), "continuous": True}
+            doc = {
+                "source": source.authenticated_db_url(db),
+                "target": target.authenticated_db_url(db),
+                "continuous": True,
+            }
             status, body = http_json(
                 "PUT", f"{target.url}/_replicator/{db}-from-{source.port}", doc | options
             )

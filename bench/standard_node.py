@@ -38,6 +38,8 @@ def start_node(server: PouchServer, key_file: Path, database: str) -> tuple[subp
     env.update(
         KUNO_NODE_NAME="bench",
         KUNO_COUCHDB_URL=server.url,
+        KUNO_COUCHDB_USER=server.user,
+        KUNO_COUCHDB_PASSWORD=server.password,
         KUNO_DATABASE=database,
         KUNO_TOKEN_PUBLIC_KEY_FILE=str(key_file),
         KUNO_HOST="127.0.0.1",
@@ -147,7 +149,7 @@ async def main() -> None:
                 print(f"# POST, {args.duration:.0f} s each, same pouchdb-server")
                 for concurrency in (1, 32):
                     for label, url, headers, raw in (
-                        ("raw POST /raw", server.db_url("raw"), {}, True),
+                        ("raw POST /raw", server.db_url("raw"), server.auth_header, True),
                         ("node POST /messages", node_url + "/messages", master, False),
                     ):
                         processes = {"pouchdb": server.pid, "node": node.pid, "bench": os.getpid()}
@@ -184,7 +186,8 @@ async def main() -> None:
                         "limit": GET_PAGE + 1,
                         "skip": 0,
                     }
-                    return "POST", server.db_url("messages") + "/_find", {"json": query}
+                    kwargs = {"json": query, "headers": server.auth_header}
+                    return "POST", server.db_url("messages") + "/_find", kwargs
 
                 def node_get(user: str):
                     return "GET", f"{node_url}/messages/{user}", {"headers": user_token}

@@ -1,4 +1,9 @@
-"""Fixtures: real pouchdb-server processes, token keys, standard-node apps."""
+"""Fixtures: the CouchDB servers (pouchdb-server processes or real CouchDB 3), token keys.
+
+With KUNO_TEST_COUCHDB_URLS set, `couchdb_cluster` is those servers: each test's new
+databases and replications are removed after it, the session's after the session;
+fixtures and tests that must stop a server, and tests marked `standin`, are skipped.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,95 @@ from pathlib import Path
 import pytest
 
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
-from tests.support.pouchdb import PouchServer
+from tests.support.pouchdb import (
+    EXTERNAL,
+    EXTERNAL_URLS_VARIABLE,
+    RUN_PREFIX,
+    CouchServer,
+    ExternalCouchDB,
+    PouchServer,
+    skip_if_external,
+)
 
 _db_numbers = itertools.count(1)
+CLUSTER_SIZE = 3
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if EXTERNAL is None:
+        return
+    if len(EXTERNAL) < CLUSTER_SIZE:
+        raise pytest.UsageError(f"{EXTERNAL_URLS_VARIABLE} must name {CLUSTER_SIZE} servers")
+    # The master has one CouchDB user and password for all its servers, as deployed.
+    if len({(server.user, server.password) for server in EXTERNAL}) != 1:
+        raise pytest.UsageError(f"{EXTERNAL_URLS_VARIABLE}: give every server the same admin")
+
+
+def pytest_report_header() -> str:
+    if EXTERNAL is None:
+        return "CouchDB servers: pouchdb-server 4.2.0 processes (the stand-in)"
+    return f"CouchDB servers ({EXTERNAL_URLS_VARIABLE}): " + ", ".join(s.url for s in EXTERNAL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if EXTERNAL is None:
+        return
+    skip = pytest.mark.skip(
+        reason=f"stand-in (pouchdb-server) behaviour; {EXTERNAL_URLS_VARIABLE} is set"
+    )
+    for item in items:
+        if item.get_closest_marker("standin"):
+            item.add_marker(skip)
+
+
+class Leftovers:
+    """What a run adds to external servers: removed again, replications first."""
+
+    def __init__(self, servers: list[ExternalCouchDB]) -> None:
+        self.servers = servers
+        self.databases = [server.database_names() for server in servers]
+        self.replications = [server.replication_ids() for server in servers]
+
+    def remove(self) -> None:
+        for server, before in zip(self.servers, self.replications, strict=True):
+            for doc_id in server.replication_ids() - before:
+                server.remove_replication(doc_id)
+        for server, before in zip(self.servers, self.databases, strict=True):
+            for db in server.database_names() - before:
+                server.delete_db(db)
 
 
 @pytest.fixture(scope="session")
-def couchdb_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PouchServer]]:
+def couchdb_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[CouchServer]]:
     """Three servers shared by the session; each test uses databases of its own."""
+    if EXTERNAL is not None:
+        servers = [server.start() for server in EXTERNAL[:CLUSTER_SIZE]]
+        leftovers = Leftovers(servers)
+        try:
+            yield list(servers)
+        finally:
+            leftovers.remove()
+        return
     root = tmp_path_factory.mktemp("pouchdb")
-    servers = [PouchServer(root / f"couchdb-{i}", f"couchdb-{i}") for i in (1, 2, 3)]
+    pouch_servers = [PouchServer(root / f"couchdb-{i}", f"couchdb-{i}") for i in (1, 2, 3)]
     try:
-        for server in servers:
+        for server in pouch_servers:
             server.start()
-        yield servers
+        yield list(pouch_servers)
     finally:
-        for server in servers:
+        for server in pouch_servers:
             server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _remove_what_the_test_made(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Real-CouchDB mode: the databases and replications a test made go after it."""
+    if EXTERNAL is None:
+        yield
+        return
+    leftovers = Leftovers(request.getfixturevalue("couchdb_cluster"))
+    yield
+    leftovers.remove()
 
 
 @pytest.fixture
@@ -36,6 +113,7 @@ def couchdb(couchdb_cluster: list[PouchServer]) -> PouchServer:
 @pytest.fixture
 def private_couchdb(tmp_path: Path) -> Iterator[PouchServer]:
     """A server of this test's own, for tests that stop and restart it."""
+    skip_if_external("private_couchdb")
     server = PouchServer(tmp_path / "couchdb", "private-couchdb").start()
     yield server
     server.stop()
@@ -44,7 +122,7 @@ def private_couchdb(tmp_path: Path) -> Iterator[PouchServer]:
 @pytest.fixture
 def database() -> str:
     """A database name no other test uses."""
-    return f"messages_{next(_db_numbers)}"
+    return f"messages_{RUN_PREFIX}{next(_db_numbers)}"
 
 
 @pytest.fixture(scope="session")
@@ -84,6 +162,7 @@ def server_pair(tmp_path: Path) -> Iterator[tuple[PouchServer, PouchServer]]:
     Their replications die with them: deleting a running replication's document
     would kill pouchdb-server (DESIGN.md).
     """
+    skip_if_external("server_pair")
     servers = (
         PouchServer(tmp_path / "couchdb-a", "couchdb-a").start(),
         PouchServer(tmp_path / "couchdb-b", "couchdb-b").start(),

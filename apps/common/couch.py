@@ -7,6 +7,7 @@ handles are listed in DESIGN.md ("CouchDB flavours").
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -70,7 +71,13 @@ def redact_url(url: str) -> str:
 
 
 class CouchClient:
-    """One CouchDB server: the base URL, optional admin credentials, a shared session."""
+    """One CouchDB server: the base URL, optional admin credentials, a shared session.
+
+    Credentials are `user`/`password`, or else a `user:password@` part of `url`; they go
+    in an `Authorization: Basic` header made once (aiohttp 3.14 deprecates `auth=`), and
+    the client's `url` keeps no credentials. Raises ValueError for a user with a ":"
+    (RFC 7617) or a password without a user.
+    """
 
     def __init__(
         self,
@@ -81,8 +88,15 @@ class CouchClient:
         timeout: float = 10.0,
     ) -> None:
         self._session = session
-        self.url = URL(url.rstrip("/"))
-        self._auth = aiohttp.BasicAuth(user, password or "") if user else None
+        parsed = URL(url.rstrip("/"))
+        if user is None and parsed.user is not None:
+            user, password = parsed.user, parsed.password
+        if user is None and password is not None:
+            raise ValueError("a CouchDB password needs a user")
+        self.url = parsed.with_user(None)
+        self._headers = {"Accept": "application/json"}
+        if user is not None:
+            self._headers["Authorization"] = _basic_authorization(user, password or "")
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
     def __repr__(self) -> str:
@@ -98,16 +112,14 @@ class CouchClient:
         expect: tuple[int, ...] = (200, 201, 202),
     ) -> Any:
         """One request; returns the decoded JSON body or raises the mapped CouchError."""
-        # Accept: pouchdb-server answers text/plain (and open_revs multipart) otherwise.
-        headers = {"Accept": "application/json"}
         try:
             async with self._session.request(
                 method,
                 self.url.with_path(self.url.path.rstrip("/") + path, encoded=True),
                 json=json,
                 params=params,
-                headers=headers,
-                auth=self._auth,
+                # Accept: pouchdb-server answers text/plain (and open_revs multipart) otherwise.
+                headers=self._headers,
                 timeout=self._timeout,
             ) as response:
                 body = await response.json(content_type=None)
@@ -197,6 +209,13 @@ class CouchClient:
 
     async def find(self, db: str, query: JSON) -> JSON:
         return await self.request("POST", f"/{quote(db, safe='')}/_find", json=query)
+
+
+def _basic_authorization(user: str, password: str) -> str:
+    """An `Authorization` value for HTTP Basic (RFC 7617), credentials in UTF-8."""
+    if ":" in user:
+        raise ValueError('a CouchDB user name must not contain ":" (RFC 7617)')
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
 def _doc_path(db: str, doc_id: str) -> str:

@@ -20,7 +20,7 @@ from kuno.master.app import create_app as create_master
 from kuno.master.config import MasterSettings
 from kuno.standard.app import create_app as create_standard
 from kuno.standard.config import StandardSettings
-from tests.support.pouchdb import PouchServer, free_port, http_json
+from tests.support.pouchdb import PouchServer, credentials_for, free_port, http_json
 
 # Cheap argon2 for tests: the hashing itself is argon2-cffi's, the cost is configuration.
 FAST_PASSWORDS: dict[str, Any] = {
@@ -97,12 +97,23 @@ def replicate_full_mesh(servers: list[PouchServer], databases: Iterable[str]) ->
                     target.replicate_from(source, db)
 
 
+def couchdb_credentials(urls: list[str]) -> dict[str, Any]:
+    """KUNO_COUCHDB_USER/_PASSWORD for services on these test servers (one admin for all)."""
+    known = {credentials_for(url) for url in urls} - {None}
+    if len(known) != 1:
+        return {}
+    [(user, password)] = known
+    return {"couchdb_user": user, "couchdb_password": password}
+
+
 def standard_settings(
     server: PouchServer, name: str, database: str, public_key_file: Path
 ) -> StandardSettings:
     return StandardSettings(
         node_name=name,
         couchdb_url=server.url,
+        couchdb_user=server.user,
+        couchdb_password=server.password,
         database=database,
         token_public_key_file=public_key_file,
         sweep_interval=3600,
@@ -116,8 +127,14 @@ def master_settings(
     private_key_file: Path,
     **overrides: Any,
 ) -> MasterSettings:
+    """The master's settings; the CouchDB credentials are the admin's of the servers.
+
+    `couchdb_urls` are servers' `url`s (every test server has the same admin); give
+    `couchdb_user`/`couchdb_password` in overrides to try others.
+    """
     values: dict[str, Any] = {
         "couchdb_urls": couchdb_urls,
+        **couchdb_credentials(couchdb_urls),
         "standard_node_urls": node_urls,
         "users_database": users_database,
         "token_private_key_file": private_key_file,

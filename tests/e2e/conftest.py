@@ -11,11 +11,11 @@ import pytest
 from kuno.client.api import KunoClient
 from kuno.client.crypto import KeyPair
 from tests.e2e.cluster import Cluster, replicate_full_mesh, unique
-from tests.support.pouchdb import PouchServer
+from tests.support.pouchdb import RUN_PREFIX, PouchServer
 
 PASSWORD = "correct horse battery"
-MESSAGES_DB = "e2e_messages"
-USERS_DB = "e2e_users"
+MESSAGES_DB = f"e2e_{RUN_PREFIX}messages"
+USERS_DB = f"e2e_{RUN_PREFIX}users"
 
 UserFactory = Callable[[str], Awaitable[KunoClient]]
 

@@ -15,6 +15,8 @@ from tests.e2e.cluster import RunningApp, master_settings, replicate_full_mesh, 
 from tests.e2e.conftest import PASSWORD
 from tests.support.pouchdb import PouchServer, eventually, http_json
 
+pytestmark = pytest.mark.standin
+
 USERS_DB = "users"
 
 

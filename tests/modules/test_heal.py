@@ -7,9 +7,13 @@ import base64
 import uuid
 from typing import Any
 
-from tests.modules.conftest import add_user
+import pytest
+
+from tests.modules.conftest import add_admin
 from tests.modules.helpers import REPO, Ansible
 from tests.support.pouchdb import PouchServer, http_json, wait_until
+
+pytestmark = pytest.mark.standin
 
 ROLE = str(REPO / "roles" / "replication")
 
@@ -67,8 +71,9 @@ def test_heal_restarts_a_replication_that_gave_up(
     assert run.returncode != 0, run.output
     assert state(tolerant_pouch, doc_id, user, password) == "error", run.output
 
-    # The source knows it now; pouchdb-server does not retry an error by itself: heal does.
-    add_user(one, user, password)
+    # The source knows it now (an admin, as in a deployment: its databases are admin-only);
+    # pouchdb-server does not retry an error by itself: heal does.
+    add_admin(one, user, password)
     run = ansible.run([task])
     assert run.returncode == 0, run.output
     assert [pull.get("restarted") for pull in pulls(run)] == [True]

@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.pouchdb import PouchServer, http_json, running, wait_until
 
+pytestmark = pytest.mark.standin
+
 DB = "messages"
 # Seconds the pull gets to carry a write made on the restarted source; the replicator's
 # back-off after a refused connection starts below 2 s and doubles while the source is down.

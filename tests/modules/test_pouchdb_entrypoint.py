@@ -19,6 +19,8 @@ import pytest
 
 from tests.support.pouchdb import PouchServer, http_json, running, wait_until
 
+pytestmark = pytest.mark.standin
+
 DB = "messages"
 INTERVAL_S = 4.0
 WRITES = 15

@@ -358,6 +358,7 @@ def test_no_answer_is_a_connection_error_without_credentials():
     assert "hunter2" not in str(caught.value)
 
 
+@pytest.mark.standin
 def test_a_refused_password_is_unauthorized_without_the_password(one: PouchServer):
     client = couchdb.CouchDBClient(one.url, user="replicator", password="hunter2-secret")
 

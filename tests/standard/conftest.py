@@ -29,6 +29,10 @@ def make_settings(public_key_file: Path, database: str) -> SettingsFactory:
         values: dict[str, Any] = {
             "node_name": "node1",
             "couchdb_url": server.url,
+            # As deployed: the admin's credentials in KUNO_COUCHDB_USER/_PASSWORD (none
+            # for a stand-in object that has only a url).
+            "couchdb_user": getattr(server, "user", None),
+            "couchdb_password": getattr(server, "password", None),
             "database": database,
             "token_public_key_file": public_key_file,
             "sweep_interval": 3600,

@@ -87,7 +87,8 @@ def test_the_node_runs_against_a_fresh_server_and_logs_json_without_secrets(
                 token_public_key_file=str(public_key_file),
                 host="127.0.0.1",
                 port=str(port),
-                couchdb_password="s3cret-password",
+                couchdb_user=private_couchdb.user,
+                couchdb_password=private_couchdb.password,
             ),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -125,7 +126,7 @@ def test_the_node_runs_against_a_fresh_server_and_logs_json_without_secrets(
     # Docker polls /health every few seconds: a healthy answer is not worth a log line.
     assert "/health" not in {r["route"] for r in requests}
     assert any(r["message"] == "starting" and r["node"] == "node1" for r in records)
-    for secret in (body["ciphertext"], master_token, user_token("bob"), "s3cret-password"):
+    for secret in (body["ciphertext"], master_token, user_token("bob"), private_couchdb.password):
         assert secret not in output
 
 

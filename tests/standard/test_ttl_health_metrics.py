@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tests.standard.conftest import bearer
 from tests.support.messages import DAY_MS, message_body, now_ms
 from tests.support.pouchdb import eventually
@@ -24,6 +26,7 @@ async def test_the_sweep_deletes_expired_messages_nobody_read(
     assert "kuno_messages_expired_total 5.0" in metrics
 
 
+@pytest.mark.standin
 async def test_health_names_the_node_and_its_replications(start_node, server_pair, database):
     a, b = server_pair
     node = await start_node(a, node_name="node7")
