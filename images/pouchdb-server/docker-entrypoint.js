@@ -2,7 +2,8 @@
 // (tests/support/pouchdb.py runs `node --require` this file), so both run the same server.
 //
 // Always: pouchdb-server's replications survive a peer that goes away (its outgoing HTTP
-// below). Only as the entrypoint (require.main): the container set-up further down.
+// below); with an admin it refuses what CouchDB 3 refuses (6.); no request ends it (7.).
+// Only as the entrypoint (require.main): the container set-up further down.
 'use strict';
 
 const http = require('http');
@@ -254,13 +255,18 @@ extendPart('routes/404', (app) => {
       res.destroy();
       return;
     }
-    utils.sendJSON(res, error.status || 500, { error: 'unknown_error', reason: String(error.message || error) });
+    const status = error.status || 500;
+    utils.sendJSON(res, status, {
+      error: status >= 500 ? 'unknown_error' : 'bad_request',
+      reason: String(error.message || error),
+    });
   });
 });
 
 // 7. No request ends the process. A route of pouchdb-server that leaves a rejection unhandled
-//    (several do: a replication that fails, a database gone while a request reads it) ended
-//    the process under node's default; the request it came from now gets CouchDB's 500
+//    (several do: a replication that fails on a peer's 401 or on its document deleted while
+//    it runs; with a full mesh one bad peer crash-looped every node) ended the process under
+//    node's default; the request it came from now gets CouchDB's 500
 //    JSON (or its connection closed, when the answer had begun) and the server keeps
 //    serving. Each request runs in an AsyncLocalStorage context, which the rejection's
 //    handler sees; a rejection outside any request (a replication's) is logged.

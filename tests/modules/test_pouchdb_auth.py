@@ -151,14 +151,19 @@ def test_the_routes_couchdb_leaves_open_stay_open(server: PouchServer) -> None:
     status, session = http_json("GET", server.url + "/_session")
     assert status == 200
     assert session["userCtx"]["name"] is None
-    assert http_json("POST", server.url + "/_session", {"name": ADMIN, "password": "wrong"})[
-        0
-    ] == 401
-    # ... and a wrong password is refused on a guarded route as well.
-    status, answer = http_json(
-        "GET", server.url + "/_all_dbs", headers=basic(ADMIN, "wrong")
+    assert (
+        http_json("POST", server.url + "/_session", {"name": ADMIN, "password": "wrong"})[0] == 401
     )
+    # ... and a wrong password is refused on a guarded route as well.
+    status, answer = http_json("GET", server.url + "/_all_dbs", headers=basic(ADMIN, "wrong"))
     assert status == 401, answer
+
+
+def test_an_error_a_route_passes_on_is_answered_in_json(server: PouchServer) -> None:
+    # Express cannot decode the parameter and passes the error on: its own answer is HTML.
+    status, answer = http_json("GET", server.db_url(DB) + "/%E0%A4%A", headers=AS_ADMIN)
+
+    assert (status, answer["error"]) == (400, "bad_request"), answer
 
 
 def test_a_rejection_no_route_handles_answers_500_and_the_process_lives(tmp_path: Path) -> None:
