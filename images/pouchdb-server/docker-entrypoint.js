@@ -168,13 +168,14 @@ if (DISK_SIZE_CACHE_MS > 0) {
 //    express-pouchdb's own authentication (Basic auth or the AuthSession cookie, checked
 //    against the config's admins and _users: req.couchSession) and before every route:
 //    - a server admin, or a server without admins (CouchDB's "admin party"): served;
-//    - GET / , /_up, /_session (sign in and out), /_uuids, /_utils: open, as in CouchDB 3;
+//    - / , /_session (sign in and out), /_uuids, /_utils/*: open, as in CouchDB 3; so is
+//      /_up, which pouchdb-server lacks (404: DESIGN.md's flavour table);
 //    - anyone else on a server route (_all_dbs, _config, _replicate, _active_tasks, ...) or
 //      creating or deleting a database: 401 "You are not a server admin.";
 //    - on a database (_users and _replicator included): anonymous 401; a signed-in user
 //      who is neither a member nor a database admin in its _security 403, as CouchDB
 //      answers; creating or deleting an index (a design document) needs a database admin.
-const OPEN_ROUTES = new Set(['', '_up', '_session', '_uuids', '_utils']);
+const OPEN_ROUTES = new Set(['_up', '_session', '_uuids']); // these paths alone; /_utils/*
 const SYSTEM_DATABASES = new Set(['_users', '_replicator']);
 
 function expressPouchdbModule(name) {
@@ -205,7 +206,9 @@ function installRefusingGuard(app) {
     } catch (error) {
       return refuse(res, 401, 'You are not a server admin.');
     }
-    if (OPEN_ROUTES.has(first)) {
+    const open = req.path === '/' || first === '_utils'
+      || (OPEN_ROUTES.has(first) && segments.slice(1).every((segment) => segment === ''));
+    if (open) {
       return next();
     }
     const isDatabase = !first.startsWith('_') || SYSTEM_DATABASES.has(first);
