@@ -2,7 +2,8 @@
 // (tests/support/pouchdb.py runs `node --require` this file), so both run the same server.
 //
 // Always: pouchdb-server's replications survive a peer that goes away (its outgoing HTTP
-// below). Only as the entrypoint (require.main): the container set-up further down.
+// below); with an admin it refuses what CouchDB 3 refuses (6.); no request ends it (7.).
+// Only as the entrypoint (require.main): the container set-up further down.
 'use strict';
 
 const http = require('http');
@@ -159,6 +160,147 @@ if (DISK_SIZE_CACHE_MS > 0) {
   };
 }
 
+// 6. Once the server has an admin, it refuses what CouchDB 3 with admin-only databases
+//    refuses. pouchdb-server 4.2 checks _security only where express-pouchdb hands the
+//    database a user context: _find, _bulk_get and _index got none, so pouchdb-security took
+//    an anonymous client for an admin and served it; an anonymous PUT /{db} or POST
+//    /{db}/_index ended the process (`db.info is not a function`). This guard runs after
+//    express-pouchdb's own authentication (Basic auth or the AuthSession cookie, checked
+//    against the config's admins and _users: req.couchSession) and before every route:
+//    - a server admin, or a server without admins (CouchDB's "admin party"): served;
+//    - / , /_session (sign in and out), /_uuids, /_utils/*: open, as in CouchDB 3; so is
+//      /_up, which pouchdb-server lacks (404: DESIGN.md's flavour table);
+//    - anyone else on a server route (_all_dbs, _config, _replicate, _active_tasks, ...) or
+//      creating or deleting a database: 401 "You are not a server admin.";
+//    - on a database (_users and _replicator included): anonymous 401; a signed-in user
+//      who is neither a member nor a database admin in its _security 403, as CouchDB
+//      answers; creating or deleting an index (a design document) needs a database admin.
+const OPEN_ROUTES = new Set(['_up', '_session', '_uuids']); // these paths alone; /_utils/*
+const SYSTEM_DATABASES = new Set(['_users', '_replicator']);
+
+function expressPouchdbModule(name) {
+  return require.resolve(`express-pouchdb/lib/${name}`, {
+    paths: [require.resolve('pouchdb-server')],
+  });
+}
+
+function installRefusingGuard(app) {
+  const utils = require(expressPouchdbModule('utils'));
+  const refuse = (res, status, reason) => utils.sendJSON(res, status, {
+    error: status === 401 ? 'unauthorized' : 'forbidden', reason,
+  });
+  const isIn = (userCtx, section) => Boolean(section) && (
+    (section.names || []).includes(userCtx.name)
+    || (section.roles || []).some((role) => userCtx.roles.includes(role)));
+
+  app.use(function requireWhatCouchDBRequires(req, res, next) {
+    const admins = app.couchConfig.getSection('admins') || {};
+    const userCtx = (req.couchSession && req.couchSession.userCtx) || { name: null, roles: [] };
+    if (Object.keys(admins).length === 0 || userCtx.roles.includes('_admin')) {
+      return next();
+    }
+    const segments = req.path.split('/').slice(1);
+    let first;
+    try {
+      first = decodeURIComponent(segments[0]);
+    } catch (error) {
+      return refuse(res, 401, 'You are not a server admin.');
+    }
+    const open = req.path === '/' || first === '_utils'
+      || (OPEN_ROUTES.has(first) && segments.slice(1).every((segment) => segment === ''));
+    if (open) {
+      return next();
+    }
+    const isDatabase = !first.startsWith('_') || SYSTEM_DATABASES.has(first);
+    const createsOrDeletes = segments.filter(Boolean).length === 1
+      && (req.method === 'PUT' || req.method === 'DELETE');
+    if (!isDatabase || createsOrDeletes) {
+      return refuse(res, 401, 'You are not a server admin.');
+    }
+    if (userCtx.name === null || userCtx.name === undefined) {
+      return refuse(res, 401, 'You are not authorized to access this db.');
+    }
+    const needsDatabaseAdmin = segments[1] === '_index' && req.method !== 'GET' && req.method !== 'HEAD';
+    return utils.setDBOnReq(first, app.dbWrapper, req, res, () => {
+      req.db.getSecurity().then((security) => {
+        const members = (security && security.members) || {};
+        const public_ = (members.names || []).length === 0 && (members.roles || []).length === 0;
+        if (isIn(userCtx, security && security.admins)
+            || (!needsDatabaseAdmin && (public_ || isIn(userCtx, members)))) {
+          return next();
+        }
+        return needsDatabaseAdmin
+          ? refuse(res, 401, 'You are not a db or server admin.')
+          : refuse(res, 403, 'You are not allowed to access this db.');
+      }).catch((error) => utils.sendError(res, error));
+    });
+  });
+}
+
+// express-pouchdb loads its parts with require('./routes/...') in a fixed order; the guard
+// goes in with 'routes/authorization' (right after 'routes/authentication'), and a JSON
+// answer for an error a route passes on (express's own is an HTML page) with 'routes/404',
+// the last one.
+function extendPart(name, extend) {
+  const file = expressPouchdbModule(name);
+  const install = require(file);
+  require.cache[file].exports = function installExtended(app) {
+    install(app);
+    extend(app);
+  };
+}
+extendPart('routes/authorization', installRefusingGuard);
+extendPart('routes/404', (app) => {
+  const utils = require(expressPouchdbModule('utils'));
+  app.use((error, req, res, next) => { // eslint-disable-line no-unused-vars
+    console.error('[error] request failed:', req.method, req.path, error);
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const status = error.status || 500;
+    utils.sendJSON(res, status, {
+      error: status >= 500 ? 'unknown_error' : 'bad_request',
+      reason: String(error.message || error),
+    });
+  });
+});
+
+// 7. No request ends the process. A route of pouchdb-server that leaves a rejection unhandled
+//    (several do: a replication that fails on a peer's 401 or on its document deleted while
+//    it runs; with a full mesh one bad peer crash-looped every node) ended the process under
+//    node's default; the request it came from now gets CouchDB's 500
+//    JSON (or its connection closed, when the answer had begun) and the server keeps
+//    serving. Each request runs in an AsyncLocalStorage context, which the rejection's
+//    handler sees; a rejection outside any request (a replication's) is logged.
+const { AsyncLocalStorage } = require('async_hooks');
+const currentRequest = new AsyncLocalStorage();
+const emit = http.Server.prototype.emit;
+http.Server.prototype.emit = function emitInRequestContext(event, ...args) {
+  if (event === 'request') {
+    return currentRequest.run({ response: args[1] }, () => emit.call(this, event, ...args));
+  }
+  return emit.call(this, event, ...args);
+};
+process.on('unhandledRejection', (reason) => {
+  const request = currentRequest.getStore();
+  const response = request && request.response;
+  console.error('[error] unhandled rejection, server kept running:', reason);
+  if (!response || response.writableEnded || response.destroyed) {
+    return;
+  }
+  if (response.headersSent) {
+    response.destroy();
+    return;
+  }
+  const body = JSON.stringify({
+    error: 'unknown_error',
+    reason: String((reason && reason.message) || reason),
+  });
+  response.writeHead(500, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+  response.end(body);
+});
+
 // --- the container ---------------------------------------------------------------------
 // Like the official couchdb image: COUCHDB_USER / COUCHDB_PASSWORD become the server
 // admin on first start (pouchdb-server hashes a clear-text admin password it finds in
@@ -186,12 +328,6 @@ function startContainerServer() {
     '--host', '0.0.0.0', '--port', '5984',
     '--dir', path.join(dataDir, 'db'), '--config', configFile];
   fs.mkdirSync(path.join(dataDir, 'db'), { recursive: true });
-  // pouchdb-server 4.2.0 dies of an unhandled rejection when a replication fails (a peer's
-  // 401, a replication document deleted while it runs): with a full mesh one bad peer would
-  // crash-loop every node. Log it and keep serving; the replication shows as failed.
-  process.on('unhandledRejection', (reason) => {
-    console.error('[error] unhandled rejection, server kept running:', reason);
-  });
   // As PID 1, node ignores SIGTERM unless told: docker stop would wait 10 s and kill.
   for (const signal of ['SIGTERM', 'SIGINT']) {
     process.on(signal, () => process.exit(0));

@@ -257,11 +257,6 @@ def test_the_deployments_databases_refuse_anonymous_clients(
     )
 
 
-@pytest.mark.xfail(
-    reason="pouchdb-server 4.2 (stand-in only) checks no _security on _find and _bulk_get: "
-    "express-pouchdb passes them no userCtx, and pouchdb-security then assumes an admin",
-    strict=True,
-)
 def test_the_stand_in_refuses_anonymous_find_and_bulk_get(
     ansible: Ansible, secured_pair: tuple[PouchServer, PouchServer], name: str
 ):
