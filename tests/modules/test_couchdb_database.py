@@ -212,7 +212,7 @@ def test_the_deployments_databases_refuse_anonymous_clients(
         ("PUT", "/org.kuno.user:mallory", {"k": 2}),
         ("POST", "/_all_docs", {"keys": ["org.kuno.user:carol"]}),
     ]:
-        status, answer = http_json(method, one.db_url(users) + path, body)
+        status, answer = http_json(method, one.db_url(users) + path, body, anonymous=True)
         assert status == 401, (method, path, answer)
     assert (
         http_json("GET", one.db_url(users) + "/_all_docs", headers=AS_ADMIN)[1]["rows"][0]["id"]
@@ -265,7 +265,12 @@ def test_the_stand_in_refuses_anonymous_find_and_bulk_get(
     assert run.returncode == 0, run.output
     assert http_json("PUT", one.db_url(name) + "/secret", {"k": 1}, headers=AS_ADMIN)[0] == 201
 
-    assert http_json("POST", one.db_url(name) + "/_find", {"selector": {}})[0] == 401
     assert (
-        http_json("POST", one.db_url(name) + "/_bulk_get", {"docs": [{"id": "secret"}]})[0] == 401
+        http_json("POST", one.db_url(name) + "/_find", {"selector": {}}, anonymous=True)[0] == 401
+    )
+    assert (
+        http_json(
+            "POST", one.db_url(name) + "/_bulk_get", {"docs": [{"id": "secret"}]}, anonymous=True
+        )[0]
+        == 401
     )

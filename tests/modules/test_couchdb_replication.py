@@ -428,8 +428,8 @@ def role_wait_task(source: PouchServer, target: PouchServer, db: str) -> dict[st
             "replication_node_name": str(target.port),
             "replication_peers": [str(source.port)],
             "replication_databases": [db],
-            "replication_user": None,
-            "replication_password": None,
+            "replication_user": target.user,
+            "replication_password": target.password,
             "replication_wait_timeout": 30,
         },
     }

@@ -98,7 +98,7 @@ def test_an_anonymous_client_is_refused_and_an_admin_served(
         assert http_json("PUT", server.db_url(name), headers=AS_ADMIN)[0] == 201
     url = server.url + path.format(new=name)
 
-    status, answer = http_json(method, url, body)
+    status, answer = http_json(method, url, body, anonymous=True)
 
     assert (status, answer["error"]) == (401, "unauthorized"), answer
     assert answer["reason"]
@@ -119,8 +119,8 @@ def test_a_session_cookie_of_the_admin_is_served(server: PouchServer) -> None:
     assert cookie.startswith("AuthSession=")
     find = ("POST", server.db_url(DB) + "/_find", {"selector": {}})
 
-    assert http_json(*find)[0] == 401
-    status, found = http_json(*find, headers={"Cookie": cookie})
+    assert http_json(*find, anonymous=True)[0] == 401
+    status, found = http_json(*find, headers={"Cookie": cookie}, anonymous=True)
     assert status == 200
     assert {"_id": "doc", "secret": 42} in [
         {key: doc[key] for key in ("_id", "secret") if key in doc} for doc in found["docs"]
@@ -148,11 +148,14 @@ def test_a_user_who_is_not_an_admin_reads_only_the_databases_naming_them(
 
 def test_the_routes_couchdb_leaves_open_stay_open(server: PouchServer) -> None:
     assert http_json("GET", server.url + "/")[0] == 200
-    status, session = http_json("GET", server.url + "/_session")
+    status, session = http_json("GET", server.url + "/_session", anonymous=True)
     assert status == 200
     assert session["userCtx"]["name"] is None
     assert (
-        http_json("POST", server.url + "/_session", {"name": ADMIN, "password": "wrong"})[0] == 401
+        http_json(
+            "POST", server.url + "/_session", {"name": ADMIN, "password": "wrong"}, anonymous=True
+        )[0]
+        == 401
     )
     # ... and a wrong password is refused on a guarded route as well.
     status, answer = http_json("GET", server.url + "/_all_dbs", headers=basic(ADMIN, "wrong"))

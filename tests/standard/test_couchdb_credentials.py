@@ -10,7 +10,7 @@ import pytest
 from kuno.common.couch import CouchClient, Unauthorized
 from tests.standard.conftest import bearer
 from tests.support.messages import message_body
-from tests.support.pouchdb import EXTERNAL, http_json
+from tests.support.pouchdb import http_json
 
 
 def test_a_test_server_refuses_anonymous_requests_to_a_database(couchdb, database):
@@ -37,12 +37,6 @@ def test_a_test_server_refuses_anonymous_requests_to_a_database(couchdb, databas
     assert couchdb.all_ids(database) == {"a-document"}
 
 
-@pytest.mark.xfail(
-    EXTERNAL is None,
-    reason="pouchdb-server 4.2's _security does not guard _find and _bulk_get: an anonymous "
-    "query reads an admin-only database (the stand-in image must close it)",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("path", "body"),
     [("_find", {"selector": {}}), ("_bulk_get", {"docs": [{"id": "a-document"}]})],
