@@ -18,9 +18,10 @@ One JSON object per text frame, told apart by `type`:
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,7 +29,6 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
-    field_validator,
 )
 from pydantic.json_schema import models_json_schema
 
@@ -73,6 +73,25 @@ class Frame(BaseModel):
 # --- client → master ---------------------------------------------------------
 
 
+def _ciphertext(value: str) -> str:
+    decoded_size(value, "ciphertext")
+    return value
+
+
+def _nonce(value: str) -> str:
+    if decoded_size(value, "nonce") > MAX_NONCE_BYTES:
+        raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
+    return value
+
+
+#: A message id: a UUID in its canonical lowercase form.
+MessageId = Annotated[StrictStr, AfterValidator(canonical_uuid)]
+#: A recipient's name, read as its user id (names are one account whatever their case).
+Recipient = Annotated[StrictStr, AfterValidator(canonical_username)]
+Ciphertext = Annotated[StrictStr, Field(min_length=1), AfterValidator(_ciphertext)]
+Nonce = Annotated[StrictStr, Field(min_length=1), AfterValidator(_nonce)]
+
+
 class AuthFrame(Frame):
     """The token, for clients that cannot set `Authorization` on the upgrade (browsers)."""
 
@@ -89,46 +108,17 @@ class SendFrame(Frame):
     (the nonce at most MAX_NONCE_BYTES decoded)."""
 
     type: Literal["send"] = "send"
-    id: StrictStr
-    to: StrictStr
-    ciphertext: StrictStr = Field(min_length=1)
-    nonce: StrictStr = Field(min_length=1)
-
-    @field_validator("id")
-    @classmethod
-    def _uuid(cls, value: str) -> str:
-        return canonical_uuid(value)
-
-    @field_validator("to")
-    @classmethod
-    def _recipient(cls, value: str) -> str:
-        # The user id: names are one account whatever their case (kuno.common.names).
-        return canonical_username(value)
-
-    @field_validator("ciphertext")
-    @classmethod
-    def _ciphertext(cls, value: str) -> str:
-        decoded_size(value, "ciphertext")
-        return value
-
-    @field_validator("nonce")
-    @classmethod
-    def _nonce(cls, value: str) -> str:
-        if decoded_size(value, "nonce") > MAX_NONCE_BYTES:
-            raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
-        return value
+    id: MessageId
+    to: Recipient
+    ciphertext: Ciphertext
+    nonce: Nonce
 
 
 class ReceivedFrame(Frame):
     """The recipient has message `id` (a canonical UUID): delete it from every node."""
 
     type: Literal["received"] = "received"
-    id: StrictStr
-
-    @field_validator("id")
-    @classmethod
-    def _uuid(cls, value: str) -> str:
-        return canonical_uuid(value)
+    id: MessageId
 
 
 # --- master → client ---------------------------------------------------------
@@ -153,13 +143,8 @@ class MessageFrame(Frame):
 
     @classmethod
     def of(cls, message: Message) -> MessageFrame:
-        return cls(
-            id=message.id,
-            sender=message.senderId,
-            ciphertext=message.ciphertext,
-            nonce=message.nonce,
-            timestamp=message.timestamp,
-        )
+        shared = message.model_dump(include={"id", "ciphertext", "nonce", "timestamp"})
+        return cls(sender=message.senderId, **shared)
 
 
 class AckFrame(Frame):
