@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from kuno.client.api import Ack, KunoClient, KunoError, Message
+from kuno.client.api import Ack, KunoClient, KunoError, OpenedMessage
 from kuno.client.crypto import KeyPair
 from kuno.client.profile import Profile, default_config_dir
 
@@ -82,7 +82,7 @@ def when(timestamp_ms: int) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp_ms / 1000))
 
 
-def show(message: Message) -> None:
+def show(message: OpenedMessage) -> None:
     if message.text is None:
         print(f"! {message.id} from {message.sender}: {message.error}", file=sys.stderr)
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -24,6 +24,20 @@ import aiohttp
 from yarl import URL
 
 from kuno.client.crypto import DecryptionError, KeyPair, open_sealed, seal
+from kuno.common.protocol import (
+    SERVER_FRAMES,
+    AckFrame,
+    ErrorFrame,
+    FrameError,
+    MessageFrame,
+    ReadyFrame,
+    ReceivedFrame,
+    SendFrame,
+    parse_frame,
+    serialise,
+)
+
+log = logging.getLogger("kuno.client")
 
 DEFAULT_TIMEOUT = 10.0
 NODE_TIMEOUT = 5.0
@@ -60,6 +74,10 @@ class Ack:
     nodes: int
     storage: str = "enabled"
 
+    @classmethod
+    def of(cls, frame: AckFrame) -> Ack:
+        return cls(frame.id, frame.delivered, frame.stored, frame.nodes, frame.storage or "enabled")
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -70,18 +88,17 @@ class Outgoing:
     ciphertext: str
     nonce: str
 
-    def frame(self) -> dict[str, Any]:
-        return {
-            "type": "send",
-            "id": self.id,
-            "to": self.to,
-            "ciphertext": self.ciphertext,
-            "nonce": self.nonce,
-        }
+    def frame(self) -> SendFrame:
+        # Not validated here: the master judges the frame and answers an error frame.
+        return SendFrame.model_construct(
+            id=self.id, to=self.to, ciphertext=self.ciphertext, nonce=self.nonce
+        )
 
 
 @dataclass(frozen=True)
-class Message:
+class OpenedMessage:
+    """A message as its recipient reads it: decrypted, or with `error` saying why not."""
+
     id: str
     sender: str
     timestamp: int
@@ -91,8 +108,8 @@ class Message:
 
 @dataclass
 class Inbox:
-    messages: list[Message] = field(default_factory=list)  # decrypted, oldest first
-    undecryptable: list[Message] = field(default_factory=list)
+    messages: list[OpenedMessage] = field(default_factory=list)  # decrypted, oldest first
+    undecryptable: list[OpenedMessage] = field(default_factory=list)
     nodes_answered: list[str] = field(default_factory=list)
     nodes_failed: dict[str, str] = field(default_factory=dict)  # node → why
     deleted: dict[str, int] = field(default_factory=dict)  # id → nodes that confirmed
@@ -193,16 +210,17 @@ class KunoClient:
 
     async def open(
         self, message_id: str, sender: str, timestamp: int, ciphertext: str, nonce: str
-    ) -> Message:
+    ) -> OpenedMessage:
         """Decrypt one message; a failure is returned in `error`, never raised."""
         try:
             sender_key = await self.public_key(sender)
             text = open_sealed(ciphertext, nonce, self._require_keys(), sender_key)
         except DecryptionError as exc:
-            return Message(message_id, sender, timestamp, None, f"does not decrypt ({exc})")
+            return OpenedMessage(message_id, sender, timestamp, None, f"does not decrypt ({exc})")
         except ApiError as exc:
-            return Message(message_id, sender, timestamp, None, f"sender's key unknown ({exc})")
-        return Message(message_id, sender, timestamp, text)
+            reason = f"sender's key unknown ({exc})"
+            return OpenedMessage(message_id, sender, timestamp, None, reason)
+        return OpenedMessage(message_id, sender, timestamp, text)
 
     def connect(self) -> Socket:
         return Socket(self)
@@ -334,7 +352,7 @@ class Socket:
         self.client = client
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.errors: asyncio.Queue[SendError] = asyncio.Queue()  # error frames without a send
-        self._incoming: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._incoming: asyncio.Queue[OpenedMessage | None] = asyncio.Queue()
         self._waiting: dict[str, asyncio.Future[Ack]] = {}
         self._reader: asyncio.Task[None] | None = None
         self.close_code: int | None = None
@@ -364,9 +382,14 @@ class Socket:
             raise KunoError(f"WebSocket refused ({exc.status})") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KunoError(f"the master is unreachable ({type(exc).__name__})") from exc
-        ready = await self.ws.receive_json(timeout=client.timeout.total)
-        if ready.get("type") != "ready":
-            raise KunoError(f"unexpected first frame {ready.get('type')!r}")
+        try:
+            ready = parse_frame(
+                await self.ws.receive_str(timeout=client.timeout.total), SERVER_FRAMES
+            )
+        except FrameError as exc:
+            raise KunoError(f"unexpected first frame ({exc.reason})") from None
+        if not isinstance(ready, ReadyFrame):
+            raise KunoError(f"unexpected first frame {ready.type!r}")
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -386,7 +409,7 @@ class Socket:
         future = self._waiting.get(outgoing.id)
         if future is None or future.done():
             future = self._waiting[outgoing.id] = asyncio.get_running_loop().create_future()
-        await ws.send_str(json.dumps(outgoing.frame()))
+        await ws.send_str(serialise(outgoing.frame()))
         try:
             async with asyncio.timeout(within or self.client.timeout.total):
                 return await asyncio.shield(future)
@@ -394,7 +417,7 @@ class Socket:
             if future.done():
                 self._waiting.pop(outgoing.id, None)
 
-    async def receive(self, within: float | None = None) -> Message:
+    async def receive(self, within: float | None = None) -> OpenedMessage:
         """The next message pushed to us, decrypted (or with `error` set)."""
         async with asyncio.timeout(within):
             message = await self._incoming.get()
@@ -403,7 +426,7 @@ class Socket:
             raise KunoError(f"the connection closed ({self.close_code})")
         return message
 
-    async def messages(self) -> AsyncIterator[Message]:
+    async def messages(self) -> AsyncIterator[OpenedMessage]:
         while True:
             try:
                 yield await self.receive()
@@ -412,7 +435,8 @@ class Socket:
 
     async def received(self, message_id: str) -> None:
         """Tell the master we have it: it deletes the message from every node."""
-        await self._require_open().send_str(json.dumps({"type": "received", "id": message_id}))
+        frame = ReceivedFrame.model_construct(id=message_id)  # the master checks the id
+        await self._require_open().send_str(serialise(frame))
 
     def _require_open(self) -> aiohttp.ClientWebSocketResponse:
         if self.ws is None or self.ws.closed:
@@ -425,7 +449,12 @@ class Socket:
             async for raw in self.ws:
                 if raw.type != aiohttp.WSMsgType.TEXT:
                     continue
-                await self._dispatch(json.loads(raw.data))
+                try:
+                    frame = parse_frame(raw.data, SERVER_FRAMES)
+                except FrameError as exc:
+                    log.warning("frame from the master ignored", extra={"reason": exc.reason})
+                    continue
+                await self._dispatch(frame)
         finally:
             self.close_code = self.ws.close_code
             failure = SendError(None, f"the connection closed ({self.close_code})")
@@ -434,26 +463,20 @@ class Socket:
                     future.set_exception(failure)
             self._incoming.put_nowait(None)
 
-    async def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        message_id = frame.get("id")
-        future = self._waiting.get(message_id) if isinstance(message_id, str) else None
-        if kind == "ack" and future is not None and not future.done():
-            future.set_result(
-                Ack(
-                    frame["id"],
-                    frame["delivered"],
-                    frame["stored"],
-                    frame["nodes"],
-                    frame.get("storage", "enabled"),
-                )
-            )
-        elif kind == "error" and future is not None and not future.done():
-            future.set_exception(SendError(message_id, frame.get("reason", "")))
-        elif kind == "error":
-            self.errors.put_nowait(SendError(message_id, frame.get("reason", "")))
-        elif kind == "message":
+    async def _dispatch(self, frame: ReadyFrame | MessageFrame | AckFrame | ErrorFrame) -> None:
+        if isinstance(frame, MessageFrame):
             message = await self.client.open(
-                frame["id"], frame["from"], frame["timestamp"], frame["ciphertext"], frame["nonce"]
+                frame.id, frame.sender, frame.timestamp, frame.ciphertext, frame.nonce
             )
             self._incoming.put_nowait(message)
+            return
+        if not isinstance(frame, AckFrame | ErrorFrame):
+            return
+        future = self._waiting.get(frame.id) if frame.id is not None else None
+        if isinstance(frame, AckFrame):
+            if future is not None and not future.done():
+                future.set_result(Ack.of(frame))
+        elif future is not None and not future.done():
+            future.set_exception(SendError(frame.id, frame.reason))
+        else:
+            self.errors.put_nowait(SendError(frame.id, frame.reason))

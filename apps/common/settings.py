@@ -7,9 +7,9 @@ names the variable, never its value (it may be a password).
 from __future__ import annotations
 
 import sys
-from typing import NoReturn, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "KUNO_"
@@ -21,6 +21,28 @@ class KunoSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="ignore", frozen=True, case_sensitive=False
     )
+
+
+#: A TCP port; each service gives its own default.
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class ServiceSettings(KunoSettings):
+    """What every kuno service reads (KUNO_HOST, KUNO_PORT, KUNO_LOG_LEVEL, its CouchDB
+    credentials, the token audience, the ciphertext cap); each service adds its own."""
+
+    host: str = "0.0.0.0"  # noqa: S104 - a container's service listens on all its interfaces
+    port: Port
+    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+    couchdb_user: str | None = None
+    couchdb_password: SecretStr | None = None
+    token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
+    #: Bytes of a message's ciphertext (decoded) at most.
+    max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
+
+    @property
+    def couchdb_password_value(self) -> str | None:
+        return self.couchdb_password.get_secret_value() if self.couchdb_password else None
 
 
 class ConfigError(Exception):

@@ -1,14 +1,17 @@
-"""aiohttp plumbing both services share: start-up, JSON errors, request metrics, bearer
-tokens."""
+"""aiohttp plumbing both services share: start-up, the app and its set-up, JSON errors,
+request metrics, bearer tokens."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, TypeVar
 
+import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -16,13 +19,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kuno.common import couch
 from kuno.common.logs import configure_logging
-from kuno.common.settings import ConfigError, KunoSettings, exit_on_bad_config, load
+from kuno.common.settings import ConfigError, ServiceSettings, exit_on_bad_config, load
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
 
 log = logging.getLogger("kuno.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Settings = TypeVar("Settings", bound=KunoSettings)
+Settings = TypeVar("Settings", bound=ServiceSettings)
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
 
 # Polled by Docker and Prometheus every few seconds: logged at debug unless they fail.
 QUIET_ROUTES = frozenset({"/health", "/metrics"})
@@ -35,8 +39,8 @@ def run_service(
     describe: Callable[[Settings], dict[str, Any]],
     shutdown_timeout: Callable[[Settings], float] = lambda _: 60.0,
 ) -> None:
-    """Load the settings (`host`, `port`, `log_level` and the service's own; a bad value
-    exits 2 with one line), log `starting` with describe(settings), serve until SIGTERM."""
+    """Load the settings (ServiceSettings' and the service's own; a bad value exits 2 with
+    one line), log `starting` with describe(settings), serve until SIGTERM."""
     try:
         settings = load(settings_cls)
     except ConfigError as exc:
@@ -52,6 +56,60 @@ def run_service(
         print=None,
         shutdown_timeout=shutdown_timeout(settings),
     )
+
+
+def service_app(
+    routes: web.RouteTableDef, client_max_size: int
+) -> tuple[web.Application, HttpMetrics]:
+    """A service's app: its routes and GET /metrics, the error middleware, request metrics
+    in a registry of its own (`HttpMetrics.registry`), bodies of at most `client_max_size`
+    bytes."""
+    metrics = HttpMetrics(CollectorRegistry())
+    app = web.Application(
+        middlewares=[make_error_middleware(metrics)], client_max_size=client_max_size
+    )
+    app.add_routes(routes)
+    app.router.add_get("/metrics", metrics_handler(metrics.registry))
+    return app, metrics
+
+
+@contextlib.asynccontextmanager
+async def client_session(
+    limit: int, limit_per_host: int = 0
+) -> AsyncIterator[aiohttp.ClientSession]:
+    """The app's one client session (for CouchDB and the other services): at most `limit`
+    connections (0: no limit) and `limit_per_host` to one host (0: no limit); statuses are
+    the callers' to check."""
+    connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit_per_host)
+    async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
+        yield session
+
+
+def retry_until_ready(
+    name: str,
+    attempt: Callable[[web.Application], Awaitable[bool]],
+    retry_seconds: float,
+    then: Callable[[web.Application], Awaitable[None]] | None = None,
+) -> CleanupContext:
+    """A cleanup_ctx step: `attempt(app)` once during start-up (True: ready), then every
+    `retry_seconds` in a background task `name` until it is True, then `then(app)` in that
+    task. Start-up never waits for a server that is away; cleanup cancels the task."""
+
+    async def keep_trying(app: web.Application, ready: bool) -> None:
+        while not ready:
+            await asyncio.sleep(retry_seconds)
+            ready = await attempt(app)
+        if then is not None:
+            await then(app)
+
+    async def step(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(keep_trying(app, await attempt(app)), name=name)
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return step
 
 
 class PayloadTooLarge(web.HTTPClientError):

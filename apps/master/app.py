@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import WSCloseCode, web
 from argon2 import PasswordHasher
-from prometheus_client import CollectorRegistry
 
 from kuno.common import couch
 from kuno.common.tokens import TokenSigner, TokenVerifier, load_private_key
-from kuno.common.web import HttpMetrics, make_error_middleware, metrics_handler
+from kuno.common.web import client_session, retry_until_ready, service_app
 from kuno.master import keys
 from kuno.master.config import MasterSettings
 from kuno.master.fanout import BatchLimits, FanoutMetrics, ServiceToken, StandardNodes
@@ -31,34 +27,29 @@ MAX_BODY = 64 * 1024
 
 
 def create_app(settings: MasterSettings) -> web.Application:
-    registry = CollectorRegistry()
-    http_metrics = HttpMetrics(registry)
-    app = web.Application(
-        middlewares=[make_error_middleware(http_metrics)], client_max_size=MAX_BODY
-    )
+    app, http_metrics = service_app(routes, client_max_size=MAX_BODY)
     private_key = load_private_key(settings.token_private_key_file.read_bytes())
     app[keys.SETTINGS] = settings
-    app[keys.REGISTRY] = registry
+    app[keys.REGISTRY] = http_metrics.registry
     app[keys.HTTP_METRICS] = http_metrics
-    app[keys.ROUTING_METRICS] = RoutingMetrics(registry)
+    app[keys.ROUTING_METRICS] = RoutingMetrics(http_metrics.registry)
     app[keys.SIGNER] = TokenSigner(private_key, settings.token_audience, settings.token_ttl)
     app[keys.VERIFIER] = TokenVerifier(private_key.public_key(), settings.token_audience)
     app[keys.LOGIN_LIMITER] = KeyedLimiter(settings.login_burst, settings.login_per_minute / 60)
     app[keys.CLIENT_LIMITER] = KeyedLimiter(settings.client_burst, settings.client_per_minute / 60)
     app.cleanup_ctx.append(_services)
-    app.cleanup_ctx.append(_prepare_users)
+    # The users database on every CouchDB; the ones away are retried in the background.
+    app.cleanup_ctx.append(
+        retry_until_ready("prepare-users", _prepare_users, PREPARE_RETRY_SECONDS)
+    )
     app.on_shutdown.append(_close_sockets)
-    app.add_routes(routes)
-    app.router.add_get("/metrics", metrics_handler(registry))
     return app
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """One client session for CouchDB and every standard node; the router on top."""
     settings = app[keys.SETTINGS]
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0, limit_per_host=100), raise_for_status=False
-    ) as session:
+    async with client_session(limit=0, limit_per_host=100) as session:
         clients = [
             couch.CouchClient(
                 session,
@@ -112,22 +103,12 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await nodes.close()
 
 
-async def _prepare_users(app: web.Application) -> AsyncIterator[None]:
-    """Create the users database on every CouchDB; retry the ones away in the background."""
-    users = app[keys.USERS]
-    missing = await users.prepare()
-    task = asyncio.create_task(_keep_preparing(users, missing), name="prepare-users")
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _keep_preparing(users: UserDirectory, missing: list[str]) -> None:
-    while missing:
+async def _prepare_users(app: web.Application) -> bool:
+    """Create the users database on every CouchDB; True once all have it."""
+    missing = await app[keys.USERS].prepare()
+    if missing:
         log.warning("users database not ready; will retry", extra={"servers": missing})
-        await asyncio.sleep(PREPARE_RETRY_SECONDS)
-        missing = await users.prepare()
+    return not missing
 
 
 async def _close_sockets(app: web.Application) -> None:

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AnyHttpUrl, Field, FilePath, SecretStr, ValidationInfo, field_validator
+from pydantic import AnyHttpUrl, Field, FilePath, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from kuno.common.settings import KunoSettings
+from kuno.common.settings import Port, ServiceSettings
 from kuno.common.tokens import load_private_key
 
 # A list variable is either JSON (`["http://a", "http://b"]`) or comma-separated.
@@ -25,11 +25,9 @@ def split_list(value: Any) -> Any:
     return value
 
 
-class MasterSettings(KunoSettings):
+class MasterSettings(ServiceSettings):
     #: Every CouchDB server holding the replicated `users` database; any one that answers will do.
     couchdb_urls: UrlList = Field(min_length=1)
-    couchdb_user: str | None = None
-    couchdb_password: SecretStr | None = None
     couchdb_timeout: float = Field(default=2.0, gt=0, le=60)
     users_database: str = Field(default="users", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
 
@@ -45,10 +43,8 @@ class MasterSettings(KunoSettings):
     store_batch_bytes: int = Field(default=1024 * 1024, ge=1024, le=256 * 1024 * 1024)
     store_batches_in_flight: int = Field(default=2, ge=1, le=64)
     message_ttl_days: float = Field(default=30.0, gt=0, le=30)
-    max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
 
     token_private_key_file: FilePath
-    token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
     token_ttl: float = Field(default=900.0, ge=10, le=24 * 3600)
 
     #: argon2id cost; the defaults are argon2-cffi's (RFC 9106, low-memory profile).
@@ -75,9 +71,7 @@ class MasterSettings(KunoSettings):
     #: Seconds shutdown waits for in-flight fan-outs before closing sockets with 1001.
     shutdown_timeout: float = Field(default=10.0, gt=0, le=300)
 
-    host: str = "0.0.0.0"  # noqa: S104 - a container's service listens on all its interfaces
-    port: int = Field(default=4000, ge=1, le=65535)
-    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+    port: Port = 4000
 
     @field_validator("couchdb_urls", "standard_node_urls", mode="before")
     @classmethod
@@ -101,10 +95,6 @@ class MasterSettings(KunoSettings):
         if len({str(url) for url in urls}) != len(urls):
             raise ValueError("a standard node is listed twice")
         return urls
-
-    @property
-    def couchdb_password_value(self) -> str | None:
-        return self.couchdb_password.get_secret_value() if self.couchdb_password else None
 
     @property
     def message_ttl_ms(self) -> int:

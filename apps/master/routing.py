@@ -1,13 +1,8 @@
 """WebSocket routing: deliver to the recipient's open sockets, store on every node, ack.
 
-Frames (JSON text), after authentication (`Authorization: Bearer` on the upgrade, or a
-first frame {"type":"auth","token"} for clients that cannot set headers, such as browsers):
-    server → {"type":"ready","user"}
-    client → {"type":"send","id","to","ciphertext","nonce"}
-    client → {"type":"received","id"}
-    server → {"type":"message","id","from","ciphertext","nonce","timestamp"}
-    server → {"type":"ack","id","delivered","stored","nodes"}  (+ "storage":"disabled")
-    server → {"type":"error","id","reason"}  (id null when the frame had none)
+Frames: kuno.common.protocol, after authentication (`Authorization: Bearer` on the upgrade,
+or a first frame {"type":"auth","token"} for clients that cannot set headers, such as
+browsers).
 Close codes: 1008 bad token, 1009 frame too large, 1007 text not UTF-8, 1013 a socket
 too slow to take a frame (Connection), 1011 internal error, 1001 shutdown.
 """
@@ -17,22 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import WSCloseCode, web
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from kuno.common.couch import CouchError
-from kuno.common.messages import MAX_NONCE_BYTES, Message, canonical_uuid, decoded_size
-from kuno.common.names import canonical_username
+from kuno.common.messages import Message, decoded_size
+from kuno.common.protocol import (
+    AckFrame,
+    ErrorFrame,
+    Frame,
+    FrameError,
+    MessageFrame,
+    ReceivedFrame,
+    SendFrame,
+    serialise,
+)
 from kuno.common.tokens import TokenSigner
-from kuno.common.web import BadInput, parse_json
 from kuno.master.fanout import StandardNodes
 from kuno.master.users import UserDirectory
 
@@ -66,90 +67,6 @@ class RoutingMetrics:
         )
 
 
-class FrameError(Exception):
-    """A frame the master refuses; the connection stays open."""
-
-    def __init__(self, kind: str, reason: str, message_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-        self.message_id = message_id
-
-
-class SendFrame(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["send"]
-    id: StrictStr
-    to: StrictStr
-    ciphertext: StrictStr = Field(min_length=1)
-    nonce: StrictStr = Field(min_length=1)
-
-    @field_validator("id")
-    @classmethod
-    def _uuid(cls, value: str) -> str:
-        return canonical_uuid(value)
-
-    @field_validator("to")
-    @classmethod
-    def _recipient(cls, value: str) -> str:
-        # The user id: names are one account whatever their case (kuno.common.names).
-        return canonical_username(value)
-
-    @field_validator("ciphertext")
-    @classmethod
-    def _ciphertext(cls, value: str) -> str:
-        decoded_size(value, "ciphertext")
-        return value
-
-    @field_validator("nonce")
-    @classmethod
-    def _nonce(cls, value: str) -> str:
-        if decoded_size(value, "nonce") > MAX_NONCE_BYTES:
-            raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
-        return value
-
-
-class ReceivedFrame(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    type: Literal["received"]
-    id: StrictStr
-
-    @field_validator("id")
-    @classmethod
-    def _uuid(cls, value: str) -> str:
-        return canonical_uuid(value)
-
-
-def parse_frame(text: str) -> SendFrame | ReceivedFrame:
-    try:
-        data = parse_json(text, "the frame")
-    except BadInput as exc:
-        raise FrameError("invalid_frame", exc.reason) from None
-    if not isinstance(data, dict):
-        raise FrameError("invalid_frame", "the frame must be a JSON object")
-    message_id = data.get("id") if isinstance(data.get("id"), str) else None
-    kinds: dict[Any, type[SendFrame] | type[ReceivedFrame]] = {
-        "send": SendFrame,
-        "received": ReceivedFrame,
-    }
-    model = kinds.get(data.get("type"))
-    if model is None:
-        raise FrameError("invalid_frame", "type must be send or received", message_id)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise FrameError("invalid_frame", first_problem(exc), message_id) from None
-
-
-def first_problem(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
-
-
 @dataclass(frozen=True)
 class Outcome:
     delivered: bool
@@ -180,9 +97,9 @@ class Routed:
             content_digest(frame),
         )
 
-    def document(self, frame: SendFrame) -> dict[str, Any]:
-        """The document every node gets: identical bytes for the first send and each resend."""
-        message = Message(
+    def message(self, frame: SendFrame) -> Message:
+        """The message every node gets: identical bytes for the first send and each resend."""
+        return Message(
             id=frame.id,
             senderId=self.sender,
             recipientId=self.recipient,
@@ -191,7 +108,6 @@ class Routed:
             timestamp=self.timestamp,
             expiresAt=self.expires_at,
         )
-        return message.model_dump()
 
 
 def cancelled_here() -> bool:
@@ -227,10 +143,10 @@ class Connection:
     def open(self) -> bool:
         return not (self.closing or self.socket.closed)
 
-    async def send(self, frame: dict[str, Any]) -> bool:
+    async def send(self, frame: Frame) -> bool:
         """Write one frame: True once the socket took it; False when the socket is closed,
         fails or is too slow (then it is closed). Raises only when the caller is cancelled."""
-        text = json.dumps(frame, separators=(",", ":"))
+        text = serialise(frame)
         deadline = asyncio.get_running_loop().time() + self.write_timeout
         try:
             async with asyncio.timeout_at(deadline):
@@ -352,7 +268,7 @@ class Router:
 
     # --- frames -------------------------------------------------------------
 
-    async def on_send(self, connection: Connection, frame: SendFrame) -> dict[str, Any]:
+    async def on_send(self, connection: Connection, frame: SendFrame) -> AckFrame:
         """The ack or error frame for one send."""
         if self.closing:
             raise FrameError("shutting_down", "the server is shutting down; resend later", frame.id)
@@ -366,14 +282,9 @@ class Router:
         outcome = await self.route(connection.user, frame)
         if self.nodes is None:
             self.metrics.acks.labels("disabled").inc()
-            return {
-                "type": "ack",
-                "id": frame.id,
-                "delivered": outcome.delivered,
-                "stored": 0,
-                "nodes": 0,
-                "storage": "disabled",
-            }
+            return AckFrame(
+                id=frame.id, delivered=outcome.delivered, stored=0, nodes=0, storage="disabled"
+            )
         if outcome.stored == 0:
             raise FrameError(
                 "not_stored",
@@ -381,13 +292,9 @@ class Router:
                 frame.id,
             )
         self.metrics.acks.labels(str(outcome.stored)).inc()
-        return {
-            "type": "ack",
-            "id": frame.id,
-            "delivered": outcome.delivered,
-            "stored": outcome.stored,
-            "nodes": outcome.nodes,
-        }
+        return AckFrame(
+            id=frame.id, delivered=outcome.delivered, stored=outcome.stored, nodes=outcome.nodes
+        )
 
     async def answer_send(self, connection: Connection, frame: SendFrame) -> None:
         """Answer one send with its ack or an error frame, whatever failed underneath."""
@@ -417,7 +324,7 @@ class Router:
     async def refuse(self, connection: Connection, error: FrameError) -> None:
         """An error frame; the connection stays open."""
         self.metrics.errors.labels(error.kind).inc()
-        await connection.send({"type": "error", "id": error.message_id, "reason": error.reason})
+        await connection.send(ErrorFrame(id=error.message_id, reason=error.reason))
 
     async def route(self, sender: str, frame: SendFrame) -> Outcome:
         """Deliver and store once per id: a resend joins the fan-out in flight or repeats it."""
@@ -432,7 +339,7 @@ class Router:
                 routed = Routed(
                     sender, frame.to, content_digest(frame), timestamp, timestamp + self.ttl_ms
                 )
-            inflight = asyncio.create_task(self._deliver_and_store(routed, routed.document(frame)))
+            inflight = asyncio.create_task(self._deliver_and_store(routed, routed.message(frame)))
             self._inflight[frame.id] = inflight
             inflight.add_done_callback(lambda _: self._inflight.pop(frame.id, None))
             self._remember(frame.id, routed)
@@ -453,41 +360,36 @@ class Router:
         while len(self._recent) > RECENT_MESSAGES:
             self._recent.popitem(last=False)
 
-    async def _deliver_and_store(self, routed: Routed, document: dict[str, Any]) -> Outcome:
+    async def _deliver_and_store(self, routed: Routed, message: Message) -> Outcome:
         if self.nodes is None:
-            routed.delivered = routed.delivered or await self._deliver(document)
+            routed.delivered = routed.delivered or await self._deliver(message)
             return Outcome(routed.delivered, 0, 0)
-        store = asyncio.create_task(self.nodes.store_message_in_standard_nodes(document))
+        store = asyncio.create_task(
+            self.nodes.store_message_in_standard_nodes(message.model_dump())
+        )
         if not routed.delivered:
-            routed.delivered = await self._deliver(document)
+            routed.delivered = await self._deliver(message)
         results = await store
         stored = sum(result.ok for result in results)
         if stored < len(results):
             log.warning(
                 "message stored on fewer nodes than configured",
-                extra={"id": document["id"], "stored": stored, "nodes": len(results)},
+                extra={"id": message.id, "stored": stored, "nodes": len(results)},
             )
         return Outcome(routed.delivered, stored, len(results))
 
-    async def _deliver(self, document: dict[str, Any]) -> bool:
-        sockets = [c for c in self.connections.get(document["recipientId"], ()) if c.open]
+    async def _deliver(self, message: Message) -> bool:
+        sockets = [c for c in self.connections.get(message.recipientId, ()) if c.open]
         if not sockets:
             return False
-        frame = {
-            "type": "message",
-            "id": document["id"],
-            "from": document["senderId"],
-            "ciphertext": document["ciphertext"],
-            "nonce": document["nonce"],
-            "timestamp": document["timestamp"],
-        }
+        frame = MessageFrame.of(message)
         sent = await asyncio.gather(*(self._push(connection, frame) for connection in sockets))
         delivered = any(sent)
         if delivered:
             self.metrics.delivered.inc()
         return delivered
 
-    async def _push(self, connection: Connection, frame: dict[str, Any]) -> bool:
+    async def _push(self, connection: Connection, frame: MessageFrame) -> bool:
         """True when the socket took the frame. A recipient that does not read must not
         hold up the sender's ack: Connection.send is bounded and closes a slow socket."""
         try:
@@ -537,6 +439,15 @@ class Router:
             return True
         _, still = await asyncio.wait(pending, timeout=within)
         return not still
+
+    async def health(self) -> dict[str, Any]:
+        """{"storage": "enabled" | "disabled", "standardNodes": [each node's state, as
+        StandardNodes.health gives it; none without storage], "websockets": open sockets}."""
+        return {
+            "storage": "enabled" if self.nodes is not None else "disabled",
+            "standardNodes": await self.nodes.health() if self.nodes is not None else [],
+            "websockets": sum(len(sockets) for sockets in self.connections.values()),
+        }
 
     async def close_all(self, code: int, message: bytes) -> None:
         connections = [c for sockets in self.connections.values() for c in sockets]

@@ -145,6 +145,20 @@ class UserDirectory:
         results = await asyncio.gather(*(ensure(c) for c in self.servers.clients))
         return [r for r in results if r is not None]
 
+    async def health(self) -> list[dict[str, Any]]:
+        """Each server, asked at once: {"url" (no credentials), "reachable": true,
+        "flavour"} or {"url", "reachable": false, "reason" (the CouchError kind)}."""
+
+        async def one(client: couch.CouchClient) -> dict[str, Any]:
+            url = couch.redact_url(str(client.url))
+            try:
+                info = await client.server_info()
+            except couch.CouchError as exc:
+                return {"url": url, "reachable": False, "reason": exc.error}
+            return {"url": url, "reachable": True, "flavour": couch.flavour(info)}
+
+        return list(await asyncio.gather(*(one(c) for c in self.servers.clients)))
+
     async def create(self, username: str, password: str, public_key: str) -> bool:
         """Register `username` (as typed; its canonical form is the user id and document id).
 

@@ -11,13 +11,22 @@ from typing import Any, NoReturn
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from kuno.common import couch
 from kuno.common.names import USERNAME_RULE, InvalidUsername, canonical_username
+from kuno.common.protocol import (
+    ROUTED_FRAMES,
+    AuthFrame,
+    ErrorFrame,
+    FrameError,
+    ReadyFrame,
+    ReceivedFrame,
+    parse_frame,
+    serialise,
+)
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
-from kuno.common.web import BadInput, authenticate, fail, parse_json, read_json_object
+from kuno.common.web import authenticate, fail, read_json_object
 from kuno.master import keys
 from kuno.master.ratelimit import TokenBucket
-from kuno.master.routing import Connection, FrameError, ReceivedFrame, Router, parse_frame
+from kuno.master.routing import Connection, Router
 from kuno.master.users import AccountConflict, NoMajority, User, decode_public_key, describe_user
 
 log = logging.getLogger("kuno.master")
@@ -149,27 +158,11 @@ async def public_key(request: web.Request) -> web.Response:
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     router = request.app[keys.ROUTER]
-    users = request.app[keys.USERS]
-
-    async def couchdb(client: couch.CouchClient) -> dict[str, Any]:
-        url = couch.redact_url(str(client.url))
-        try:
-            info = await client.server_info()
-        except couch.CouchError as exc:
-            return {"url": url, "reachable": False, "reason": exc.error}
-        return {
-            "url": url,
-            "reachable": True,
-            "flavour": couch.flavour(info),
-        }
-
-    couch_states, node_states = await asyncio.gather(
-        asyncio.gather(*(couchdb(client) for client in users.servers.clients)),
-        router.nodes.health() if router.nodes is not None else _nothing(),
-    )
+    couch_states, routing = await asyncio.gather(request.app[keys.USERS].health(), router.health())
+    node_states = routing["standardNodes"]
     couch_up = sum(state["reachable"] for state in couch_states)
     nodes_up = sum(state["reachable"] for state in node_states)
-    if couch_up == 0 or (router.nodes is not None and nodes_up == 0):
+    if couch_up == 0 or (routing["storage"] == "enabled" and nodes_up == 0):
         status, code = "down", 503
     elif couch_up < len(couch_states) or nodes_up < len(node_states):
         status, code = "degraded", 200
@@ -178,17 +171,13 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": status,
-            "storage": "enabled" if router.nodes is not None else "disabled",
+            "storage": routing["storage"],
             "couchdb": couch_states,
             "standardNodes": node_states,
-            "websockets": sum(len(sockets) for sockets in router.connections.values()),
+            "websockets": routing["websockets"],
         },
         status=code,
     )
-
-
-async def _nothing() -> list[dict[str, Any]]:
-    return []
 
 
 @routes.get("/ws")
@@ -227,7 +216,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     router.add(connection)
     sends = TokenBucket(settings.send_burst, settings.send_per_second)
     try:
-        await connection.send({"type": "ready", "user": identity.subject})
+        await connection.send(ReadyFrame(user=identity.subject))
         async for message in socket:
             if message.type == WSMsgType.ERROR:
                 break  # aiohttp has closed the socket (1007 for text that is not UTF-8)
@@ -251,7 +240,7 @@ async def _on_frame(
         await router.refuse(connection, FrameError("invalid_frame", "send text frames"))
         return
     try:
-        frame = parse_frame(message.data)
+        frame = parse_frame(message.data, ROUTED_FRAMES)
     except FrameError as exc:
         await router.refuse(connection, exc)
         return
@@ -276,18 +265,13 @@ async def _first_frame_auth(
         message = None
     if message is not None and message.type == WSMsgType.TEXT:
         try:
-            frame = parse_json(message.data)
-        except BadInput:
-            frame = None
-        if isinstance(frame, dict) and frame.get("type") == "auth":
-            try:
-                token = frame.get("token")
-                if not isinstance(token, str):
-                    raise InvalidToken("no token")
-                return verifier.verify(token)
-            except InvalidToken:
+            return verifier.verify(parse_frame(message.data, (AuthFrame,)).token)
+        except FrameError as exc:
+            if exc.frame_type == AuthFrame.frame_type():  # an auth frame without a token
                 reason = "the token is invalid or expired"
+        except InvalidToken:
+            reason = "the token is invalid or expired"
     if not socket.closed:
-        await socket.send_str(json.dumps({"type": "error", "id": None, "reason": reason}))
+        await socket.send_str(serialise(ErrorFrame(id=None, reason=reason)))
         await socket.close(code=WSCloseCode.POLICY_VIOLATION, message=reason.encode())
     return None

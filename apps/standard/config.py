@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AnyHttpUrl, Field, FilePath, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, FilePath, field_validator
 
-from kuno.common.settings import KunoSettings
+from kuno.common.settings import Port, ServiceSettings
 from kuno.common.tokens import load_public_key
 
 
-class StandardSettings(KunoSettings):
+class StandardSettings(ServiceSettings):
     node_name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     couchdb_url: AnyHttpUrl
-    couchdb_user: str | None = None
-    couchdb_password: SecretStr | None = None
     couchdb_timeout: float = Field(default=5.0, gt=0, le=120)
     database: str = Field(default="messages", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
     token_public_key_file: FilePath
-    token_audience: str = "kuno"  # noqa: S105 - a JWT audience, not a secret
-    max_ciphertext_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
     #: POST /messages/batch: at most this many messages and this many body bytes (a single
     #: message always fits, whatever this says).
     max_batch_messages: int = Field(default=500, ge=1, le=10000)
@@ -31,9 +27,7 @@ class StandardSettings(KunoSettings):
     max_page_limit: int = Field(default=1000, ge=1, le=10000)
     sweep_interval: float = Field(default=300.0, gt=0)
     sweep_batch: int = Field(default=500, ge=1, le=10000)
-    host: str = "0.0.0.0"  # noqa: S104 - a container's service listens on all its interfaces
-    port: int = Field(default=4001, ge=1, le=65535)
-    log_level: str = Field(default="info", pattern=r"^(?i)(debug|info|warning|error)$")
+    port: Port = 4001
 
     @field_validator("token_public_key_file")
     @classmethod
@@ -52,7 +46,3 @@ class StandardSettings(KunoSettings):
     @property
     def max_batch_body(self) -> int:
         return max(self.max_batch_bytes, self.max_message_body + 1024)
-
-    @property
-    def couchdb_password_value(self) -> str | None:
-        return self.couchdb_password.get_secret_value() if self.couchdb_password else None
