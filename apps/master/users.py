@@ -197,6 +197,10 @@ class UserDirectory:
         written: list[tuple[couch.CouchClient, str]] = []
         taken = False
         for client, result in zip(clients, results, strict=True):
+            if isinstance(result, couch.Conflict):
+                # Replication may carry this very write to a slow server before our own
+                # request reaches it: the same content there is ours, not a rival's.
+                result = await self._own_copy(client, doc_id, doc)
             if isinstance(result, dict):
                 written.append((client, str(result.get("rev", ""))))
             elif isinstance(result, couch.Conflict):
@@ -216,6 +220,21 @@ class UserDirectory:
         if taken:
             return False
         raise NoMajority(len(written), needed, len(clients))
+
+    async def _own_copy(
+        self, client: couch.CouchClient, doc_id: str, doc: dict[str, Any]
+    ) -> dict[str, Any] | couch.CouchError:
+        """After a 409: `{"rev": ...}` when the server holds exactly `doc` (this write,
+        replicated there first), else the Conflict or the error of reading it."""
+        try:
+            existing = await client.request("GET", _doc_path(self.database, doc_id))
+        except couch.NotFound:
+            return couch.Conflict(409, "conflict", "deleted meanwhile")
+        except couch.CouchError as exc:
+            return exc
+        if _content(existing) == doc:
+            return {"rev": existing["_rev"]}
+        return couch.Conflict(409, "conflict", "the name is taken")
 
     async def _take_back(self, doc_id: str, written: list[tuple[couch.CouchClient, str]]) -> None:
         """Delete exactly the revisions this registration wrote (never another's)."""

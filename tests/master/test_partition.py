@@ -6,6 +6,7 @@ Real pouchdb-server processes; a "partition" is the master reaching only some of
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
 from kuno.client.crypto import KeyPair
+from kuno.common.couch import CouchClient
 from kuno.master.app import create_app
 from kuno.master.config import MasterSettings
 from tests.e2e.cluster import master_settings, replicate_full_mesh
@@ -348,3 +350,31 @@ async def test_copies_of_one_account_with_different_histories_are_one_account(
     await eventually(lambda: all(live(s, "grace").get("_conflicts") for s in (a, b)), within=20)
     assert (await login(master, "grace", PASSWORD))[0] == 200
     await eventually(lambda: all("_conflicts" not in live(s, "grace") for s in servers), within=20)
+
+
+async def test_a_registration_that_replication_carries_first_to_a_server_is_still_ours(
+    master: TestClient, servers: list[PouchServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replicator may bring this very registration to a slow server before the
+    master's own write arrives there: that 409 is our copy, not a rival's name."""
+    first, _, slow = servers
+    create = CouchClient.create
+
+    async def replicated_first(client: CouchClient, db: str, doc: dict[str, Any]) -> Any:
+        if str(client.url) == slow.url:
+            await eventually(lambda: http_json("GET", f"{first.db_url(db)}/{doc['_id']}")[0] == 200)
+            copy = {
+                "source": first.authenticated_db_url(db),
+                "target": slow.authenticated_db_url(db),
+            }
+            status, body = await asyncio.to_thread(
+                http_json, "POST", slow.url + "/_replicate", copy | {"doc_ids": [doc["_id"]]}
+            )
+            assert status == 200, body
+        return await create(client, db, doc)
+
+    monkeypatch.setattr(CouchClient, "create", replicated_first)
+
+    assert (await register(master, "dora"))[0] == 201
+    assert (await login(master, "dora", PASSWORD))[0] == 200
+    assert {http_json("GET", f"{s.db_url(USERS)}/dora")[0] for s in servers} == {200}
