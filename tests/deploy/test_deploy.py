@@ -32,6 +32,15 @@ def running_image(container: str) -> str:
     return docker("inspect", "-f", "{{.Config.Image}}", container)
 
 
+def container_ids(containers: list[str]) -> dict[str, str]:
+    """Each container's id: a re-created container has a new one."""
+    return {name: docker("inspect", "-f", "{{.Id}}", name) for name in containers}
+
+
+# Identical in both releases of these tests: no playbook may re-create them.
+UNCHANGED = [f"{PROJECT}-couchdb-{node}" for node in NODES] + [f"{PROJECT}-proxy"]
+
+
 def env_of(container: str) -> dict[str, str]:
     lines = docker("inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", container)
     return dict(line.split("=", 1) for line in lines.splitlines() if "=" in line)
@@ -199,9 +208,13 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     deployed: Deployment, second_release: str
 ) -> None:
     stored = deployed.message_ids("node1")
+    before = container_ids(UNCHANGED)
     run = deployed.run("rollback.yml")
-    deployed.log.append(f"rollback: {run.seconds:.1f} s")
+    deployed.log.append(f"rollback: {run.seconds:.1f} s, changed={run.changed}")
     assert run.returncode == 0, run.output[-4000:]
+    # Only what differs between the releases is re-created (the recorded image is named
+    # by id, the running one by tag: the same image).
+    assert container_ids(UNCHANGED) == before, run.changed_tasks()
     assert "Build the images" not in run.output
     assert run.seconds < 60
     for node in NODES:
@@ -215,6 +228,34 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     record = deployed.record("node1")
     assert record["current"]["release"] == deployed.release
     assert record["previous"]["release"] == second_release
+
+
+def test_roll_forward_and_back_recreate_only_what_differs_and_deploy_then_changes_nothing(
+    deployed: Deployment, second_release: str
+) -> None:
+    before = container_ids(UNCHANGED)
+    run = deployed.run("rollback.yml")  # forward again, to the second release
+    deployed.log.append(f"roll-forward: {run.seconds:.1f} s, changed={run.changed}")
+    assert run.returncode == 0, run.output[-4000:]
+    assert deployed.record("node1")["current"]["release"] == second_release
+    assert container_ids(UNCHANGED) == before, run.changed_tasks()
+
+    run = deployed.deploy(
+        "-e", f"kuno_release={second_release}", "-e", "standard_node_log_level=debug"
+    )
+    deployed.log.append(
+        f"deploy right after roll-forward: {run.seconds:.1f} s, changed={run.changed}"
+    )
+    assert run.changed == 0, run.changed_tasks()
+
+    run = deployed.run("rollback.yml")  # back to the first release
+    deployed.log.append(f"rollback again: {run.seconds:.1f} s, changed={run.changed}")
+    assert run.returncode == 0, run.output[-4000:]
+    assert container_ids(UNCHANGED) == before, run.changed_tasks()
+    run = deployed.deploy()
+    deployed.log.append(f"deploy right after rollback: {run.seconds:.1f} s, changed={run.changed}")
+    assert run.changed == 0, run.changed_tasks()
+    assert container_ids(UNCHANGED) == before
 
 
 def test_a_failed_start_keeps_the_previous_release_and_names_node_and_cause(
@@ -278,8 +319,12 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
         # CouchDB stays up: it holds the master's accounts.
         assert docker("inspect", "-f", running, f"{PROJECT}-couchdb-{node}") == "true"
 
+    couchdb = [f"{PROJECT}-couchdb-{node}" for node in NODES]
+    before = container_ids(couchdb)
     run = deployed.run("playbooks/restore_storage.yml")
     assert run.returncode == 0, run.output[-4000:]
+    # CouchDB kept running through the degraded mode: restoring leaves it alone.
+    assert container_ids(couchdb) == before, run.changed_tasks()
     assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "true"
     run = deployed.run("playbooks/verify.yml")
     assert run.returncode == 0, run.output[-4000:]
