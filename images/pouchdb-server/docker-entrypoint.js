@@ -172,9 +172,10 @@ if (DISK_SIZE_CACHE_MS > 0) {
 //      /_up, which pouchdb-server lacks (404: DESIGN.md's flavour table);
 //    - anyone else on a server route (_all_dbs, _config, _replicate, _active_tasks, ...) or
 //      creating or deleting a database: 401 "You are not a server admin.";
-//    - on a database (_users and _replicator included): anonymous 401; a signed-in user
-//      who is neither a member nor a database admin in its _security 403, as CouchDB
-//      answers; creating or deleting an index (a design document) needs a database admin.
+//    - on a database (_users and _replicator included): served when its _security names
+//      the client as a member or database admin, or names no member at all (CouchDB's
+//      public database; the deployment's are admin-only); else anonymous 401, signed-in
+//      403, as CouchDB answers; creating or deleting an index needs a database admin.
 const OPEN_ROUTES = new Set(['_up', '_session', '_uuids']); // these paths alone; /_utils/*
 const SYSTEM_DATABASES = new Set(['_users', '_replicator']);
 
@@ -217,17 +218,20 @@ function installRefusingGuard(app) {
     if (!isDatabase || createsOrDeletes) {
       return refuse(res, 401, 'You are not a server admin.');
     }
-    if (userCtx.name === null || userCtx.name === undefined) {
-      return refuse(res, 401, 'You are not authorized to access this db.');
-    }
+    const anonymous = userCtx.name === null || userCtx.name === undefined;
     const needsDatabaseAdmin = segments[1] === '_index' && req.method !== 'GET' && req.method !== 'HEAD';
     return utils.setDBOnReq(first, app.dbWrapper, req, res, () => {
       req.db.getSecurity().then((security) => {
         const members = (security && security.members) || {};
-        const public_ = (members.names || []).length === 0 && (members.roles || []).length === 0;
+        // _users and _replicator hold credentials: never public, as in CouchDB.
+        const public_ = !SYSTEM_DATABASES.has(first)
+          && (members.names || []).length === 0 && (members.roles || []).length === 0;
         if (isIn(userCtx, security && security.admins)
             || (!needsDatabaseAdmin && (public_ || isIn(userCtx, members)))) {
           return next();
+        }
+        if (anonymous) {
+          return refuse(res, 401, 'You are not authorized to access this db.');
         }
         return needsDatabaseAdmin
           ? refuse(res, 401, 'You are not a db or server admin.')

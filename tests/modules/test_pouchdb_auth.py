@@ -195,3 +195,24 @@ def test_a_rejection_no_route_handles_answers_500_and_the_process_lives(tmp_path
             assert http_json("GET", f"http://127.0.0.1:{port}/")[0] == 200
         finally:
             process.terminate()
+
+
+def test_a_database_whose_security_names_no_member_is_public_as_in_couchdb(
+    server: PouchServer,
+) -> None:
+    # CouchDB documents an empty members section as "any user can read and write
+    # documents"; only its design documents and indexes stay with admins.
+    public = "public_db"
+    assert http_json("PUT", server.db_url(public), headers=AS_ADMIN)[0] == 201
+    empty = {"admins": {"names": [], "roles": []}, "members": {"names": [], "roles": []}}
+    assert http_json("PUT", server.db_url(public) + "/_security", empty, headers=AS_ADMIN)[0] == 200
+
+    assert http_json("PUT", server.db_url(public) + "/note", {"n": 1}, anonymous=True)[0] == 201
+    status, found = http_json(
+        "POST", server.db_url(public) + "/_find", {"selector": {}}, anonymous=True
+    )
+    assert status == 200
+    assert [doc["_id"] for doc in found["docs"]] == ["note"]
+    index = {"index": {"fields": ["n"]}}
+    assert http_json("POST", server.db_url(public) + "/_index", index, anonymous=True)[0] == 401
+    assert server.running
