@@ -15,14 +15,14 @@ description:
     C(crashing), C(failed), C(error), C(completed)); pouchdb-server has no scheduler and
     reports the C(_replication_state) of each document (C(triggered), C(error), C(completed)).
   - URLs come without credentials.
-  - With O(stall_window), it also tells which running replications are stalled: they
+  - With O(stall_window), it also tells which running replications are stalled, that is
     report C(running) (pouchdb-server C(triggered)) but do not carry the source's changes.
     CouchDB 3 keeps reporting C(running) for a pull whose changes feed hangs on a
     connection a partition or a restarted peer left dead, and only updates a job's
     statistics when it makes progress, so neither the state nor C(changes_pending) shows
     it. The module reads the newest changes of each source (C(_changes?descending=true)),
     asks this server which of those revisions it lacks (C(_revs_diff)), waits
-    O(stall_window) seconds and asks again: a revision still missing, while the job is the
+    O(stall_window) seconds and asks again. A revision still missing, while the job is the
     same one and (CouchDB 3) its progress counters did not move, makes the replication
     stalled. The same test holds on pouchdb-server, which exposes no progress counters.
 author:
@@ -54,9 +54,9 @@ options:
     default: 100
   source_urls:
     description:
-      - Where this module reaches a source server that the replications name otherwise:
-        the server URL as the replication names it (scheme, host, port) to the URL to read
-        it at, e.g. a container name on a private network to its address. A source not
+      - Where this module reaches a source server that the replications name otherwise,
+        from the server URL as the replication names it (scheme, host, port) to the URL to read
+        it at (a container name on a private network to its address). A source not
         listed is read at its own URL.
       - Only pulls into this server are checked (the target is read on O(url)).
     type: dict
@@ -65,7 +65,7 @@ options:
     description: User for reading the sources; by default O(user).
     type: str
   source_password:
-    description: Its password; by default O(password).
+    description: Its password; by default O(password). Never logged.
     type: str
 seealso:
   - module: couchdb_replication
