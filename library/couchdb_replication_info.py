@@ -164,11 +164,17 @@ replications:
       type: str
       sample: running
     needs_restart:
-      description: Whether a new job would help (V(failing) or V(stalled)); see RV(restart).
+      description:
+        - Whether a new job (the document deleted and written again) would help, see
+          RV(restart). V(failing) ones, and V(stalled) ones on CouchDB.
+        - Not a stalled one on pouchdb-server, which does not start a running replication
+          whose document was deleted and written again (its replicator takes the new
+          document for a duplicate of the one it still runs), and whose image drops dead
+          connections by itself (TCP keep-alive).
       type: bool
       sample: false
 restart:
-  description: The ids of the replications whose condition is V(failing) or V(stalled), sorted.
+  description: The ids of the replications that need a restart (RV(replications[].needs_restart)), sorted.
   returned: always
   type: list
   elements: str
@@ -302,6 +308,11 @@ def assess_stall(before, after):
     )
 
 
+def needs_restart(condition_, flavour):
+    """Whether a replication in this condition on this flavour wants a new job."""
+    return condition_ == "failing" or (condition_ == "stalled" and flavour == FLAVOUR_COUCHDB)
+
+
 def condition(replication):
     """failing, stalled, running, completed or starting (see RETURN)."""
     state = replication.get("state")
@@ -340,12 +351,13 @@ class ReplicationInfo(CouchDBModule):
             replication.update(stalled=None, missing_changes=None, stall_error=None)
         if self.params["stall_window"] > 0:
             self.look_for_stalls(replications)
+        flavour = self.client.flavour
         for replication in replications:
             replication["condition"] = condition(replication)
-            replication["needs_restart"] = replication["condition"] in ("failing", "stalled")
+            replication["needs_restart"] = needs_restart(replication["condition"], flavour)
         return dict(
             changed=False,
-            flavour=self.client.flavour,
+            flavour=flavour,
             replications=replications,
             restart=sorted(r["id"] for r in replications if r["needs_restart"] and r["id"]),
         )

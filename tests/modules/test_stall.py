@@ -132,3 +132,20 @@ def test_stand_in_a_triggered_pull_that_does_not_carry_a_missing_change_is_stall
     # Started again (heal, or the server after an error): a new _replication_id.
     restarted = info.replicator_doc_sample(doc | {"_replication_id": "another"})
     assert info.assess_stall(before, restarted | {"missing": missing}) is False
+
+
+@pytest.mark.parametrize(
+    ("condition", "flavour", "expected"),
+    [
+        ("failing", "couchdb", True),
+        ("failing", "pouchdb-server", True),
+        ("stalled", "couchdb", True),
+        # pouchdb-server would not start the rewritten document of a running replication.
+        ("stalled", "pouchdb-server", False),
+        ("running", "couchdb", False),
+        ("starting", "couchdb", False),
+        ("completed", "couchdb", False),
+    ],
+)
+def test_which_conditions_heal_restarts(condition: str, flavour: str, expected: bool):
+    assert info.needs_restart(condition, flavour) is expected
