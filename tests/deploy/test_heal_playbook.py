@@ -1,0 +1,28 @@
+"""playbooks/heal.yml on the deployed system: it finds every node's CouchDB, reads every
+peer's newest changes for the stall test, and on a healthy mesh restarts nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.deploy.conftest import Deployment
+from tests.deploy.test_proxy_errors import proxied  # noqa: F401 - the deployed system
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+NODES = 3
+REPLICATIONS = NODES * (NODES - 1) * 2  # messages and users, from each other node
+
+
+def test_heal_reads_every_source_and_changes_nothing_on_a_healthy_mesh(
+    proxied: Deployment,  # noqa: F811
+) -> None:
+    run = proxied.run("playbooks/heal.yml", "-v")
+    assert run.returncode == 0, run.output[-6000:]
+    assert run.changed == 0, run.changed_tasks()
+    # Every running pull was looked at: its source answered at the address heal found.
+    assert len(re.findall(r'"stall_error": null', run.output)) == REPLICATIONS, run.output[-6000:]
+    assert len(re.findall(r'"stalled": false', run.output)) == REPLICATIONS, run.output[-6000:]
+    assert re.search(r'"restart": \[\]', run.output)
