@@ -98,7 +98,8 @@ def test_continuous_replication_lifecycle(
         "state": "triggered",
         "reason": None,
         "healthy": True,
-    } in run["info"]["replications"]
+        "condition": "running",
+    }.items() <= next(r for r in run["info"]["replications"] if r["id"] == doc_id).items()
     doc = replication_doc(two, doc_id)
     assert doc is not None
     # pouchdb-server reads credentials from the URL only.
