@@ -1,9 +1,11 @@
 """The replication role's heal.yml (playbooks/heal.yml) on real pouchdb-server processes:
-a replication that gave up is restarted, one that runs is left alone."""
+a replication that gave up is restarted, so is one that runs but stalls on a connection a
+partition left dead; one that runs and carries its changes is left alone."""
 
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from typing import Any
 
@@ -12,13 +14,23 @@ import pytest
 from tests.modules.conftest import add_admin
 from tests.modules.helpers import REPO, Ansible
 from tests.support.pouchdb import PouchServer, http_json, wait_until
+from tests.support.relay import Relay
 
 pytestmark = pytest.mark.standin
 
 ROLE = str(REPO / "roles" / "replication")
+# Seconds a stalled pull is left to show it does not recover by itself.
+STALL_SECONDS = 5
 
 
-def heal_task(source: PouchServer, target: PouchServer, db: str, user: str, password: str):
+def heal_task(
+    source: PouchServer | Relay,
+    target: PouchServer,
+    db: str,
+    user: str,
+    password: str,
+    **more: Any,
+):
     """heal.yml of the role on target, pulling db from source (node names are ports)."""
     return {
         "name": "heal",
@@ -38,7 +50,8 @@ def heal_task(source: PouchServer, target: PouchServer, db: str, user: str, pass
             "replication_pouchdb_tolerates_rejections": True,
             # Above the 10 s a replication must have run before it counts (wait.yml).
             "replication_wait_timeout": 20,
-        },
+        }
+        | more,
     }
 
 
@@ -86,3 +99,58 @@ def test_heal_restarts_a_replication_that_gave_up(
     run = ansible.run([task])
     assert run.returncode == 0, run.output
     assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+
+
+def test_heal_restarts_a_pull_that_runs_but_stalls_on_a_dead_connection(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+) -> None:
+    """The target pulls from `one` through a relay; freezing the relay leaves the pull's
+    long-poll on a dead connection while new connections work (a healed partition)."""
+    user, password = f"healer-{uuid.uuid4().hex[:8]}", "heal pw/2"
+    add_admin(one, user, password)
+    for server in (one, tolerant_pouch):
+        server.create_db(name)
+    status, body = http_json("PUT", f"{tolerant_pouch.url}/_config/admins/{user}", password)
+    assert status == 200, body
+
+    with Relay(one.port) as relay:
+        task = heal_task(
+            relay,
+            tolerant_pouch,
+            name,
+            user,
+            password,
+            replication_stall_window=3,
+            replication_wait_timeout=40,
+        )
+        run = ansible.run([task])
+        assert run.returncode == 0, run.output
+        status, body = http_json("PUT", f"{one.db_url(name)}/before", {"kind": "probe"})
+        assert status == 201, body
+        wait_until(lambda: "before" in tolerant_pouch.all_ids(name), timeout=15)
+        # Nothing lacking: heal leaves the running pull alone.
+        run = ansible.run([task])
+        assert run.returncode == 0, run.output
+        assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+
+        time.sleep(1)  # the pull's next long-poll is under way
+        assert relay.freeze() > 0
+        status, body = http_json("PUT", f"{one.db_url(name)}/during", {"kind": "probe"})
+        assert status == 201, body
+        time.sleep(STALL_SECONDS)
+        assert "during" not in tolerant_pouch.all_ids(name), "the pull did not stall"
+        doc_id = f"kuno-{name}-from-{relay.port}"
+        assert state(tolerant_pouch, doc_id, user, password) == "triggered"
+
+        run = ansible.run([task])
+        assert run.returncode == 0, run.output
+        found = run[f"{ROLE} : Find the replications of this node that fail or stall"]
+        [pull] = found["replications"]
+        assert (pull["condition"], pull["stalled"], pull["missing_changes"]) == ("stalled", True, 1)
+        # pouchdb-server does not start the rewritten document of a running replication
+        # (its replicator takes it for a duplicate of the one it runs): heal names the stall
+        # and leaves it; on CouchDB the rewrite is a new job (test_stall.py).
+        assert found["restart"] == []
+        assert not any(pull.get("restarted") for pull in pulls(run))
+        report = run[f"{ROLE} : Name the stalled replications this server cannot restart"]
+        assert doc_id in report["msg"], report
