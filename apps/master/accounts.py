@@ -55,19 +55,9 @@ def main(argv: list[str]) -> int:
 
 async def _run(settings: MasterSettings, args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
     async with aiohttp.ClientSession() as session:
-        clients = [
-            couch.CouchClient(
-                session,
-                str(url),
-                settings.couchdb_user,
-                settings.couchdb_password_value,
-                timeout=settings.couchdb_timeout,
-            )
-            for url in settings.couchdb_urls
-        ]
         # Nothing is hashed here but the directory's dummy: keep it cheap.
         directory = UserDirectory(
-            Failover(clients),
+            Failover.of(session, settings),
             settings.users_database,
             PasswordHasher(time_cost=1, memory_cost=8, parallelism=1),
         )

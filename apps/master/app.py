@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from aiohttp import WSCloseCode, web
 from argon2 import PasswordHasher
 
-from kuno.common import couch
 from kuno.common.tokens import TokenSigner, TokenVerifier, load_private_key
 from kuno.common.web import client_session, retry_until_ready, service_app
 from kuno.master import keys
@@ -50,22 +49,14 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     """One client session for CouchDB and every standard node; the router on top."""
     settings = app[keys.SETTINGS]
     async with client_session(limit=0, limit_per_host=100) as session:
-        clients = [
-            couch.CouchClient(
-                session,
-                str(url),
-                settings.couchdb_user,
-                settings.couchdb_password_value,
-                timeout=settings.couchdb_timeout,
-            )
-            for url in settings.couchdb_urls
-        ]
         hasher = PasswordHasher(
             time_cost=settings.password_time_cost,
             memory_cost=settings.password_memory_kib,
             parallelism=settings.password_parallelism,
         )
-        app[keys.USERS] = UserDirectory(Failover(clients), settings.users_database, hasher)
+        app[keys.USERS] = UserDirectory(
+            Failover.of(session, settings), settings.users_database, hasher
+        )
         nodes = None
         if settings.storage_enabled:
             nodes = StandardNodes(

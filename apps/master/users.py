@@ -12,13 +12,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+import aiohttp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from kuno.common import couch
+
+if TYPE_CHECKING:
+    from kuno.master.config import MasterSettings
+
 from kuno.common.names import InvalidUsername, canonical_username, is_reserved, is_valid_username
 
 log = logging.getLogger("kuno.master.users")
@@ -89,6 +94,22 @@ class Failover:
             raise ValueError("at least one CouchDB server is needed")
         self.clients = clients
         self._preferred = 0
+
+    @classmethod
+    def of(cls, session: aiohttp.ClientSession, settings: MasterSettings) -> Failover:
+        """Every CouchDB server of the master's settings, with its credentials."""
+        return cls(
+            [
+                couch.CouchClient(
+                    session,
+                    str(url),
+                    settings.couchdb_user,
+                    settings.couchdb_password_value,
+                    timeout=settings.couchdb_timeout,
+                )
+                for url in settings.couchdb_urls
+            ]
+        )
 
     async def call(self, operation: Callable[[couch.CouchClient], Awaitable[T]]) -> T:
         last: couch.Unavailable | None = None
