@@ -13,6 +13,7 @@ from kuno.client.crypto import KeyPair
 from kuno.common.names import USERNAME_RULE
 from kuno.common.tokens import TokenVerifier, load_public_key
 from tests.master.conftest import PASSWORD, MasterFactory, bearer, register
+from tests.support.couchdb_names import ENCODED_SEGMENTS, SPECIAL_NAMES
 from tests.support.pouchdb import PouchServer, http_json
 
 
@@ -166,26 +167,6 @@ async def test_key_lookup_needs_a_token_and_knows_only_registered_users(
 
 # --- names that would address CouchDB's special documents (issue 17 item 1) ----------
 
-SPECIAL_NAMES = [
-    "_all_docs",
-    "_changes",
-    "_security",
-    "_design",
-    "_design/x",
-    "_local/x",
-    "_find",
-    "_index",
-    "_bulk_docs",
-    "_revs_diff",
-    "_purge",
-    "_x",
-    "%5Fall_docs",
-    "%5Fsecurity",
-    "%5fdesign%2Fx",
-    "%255Fall_docs",
-    "_design%2Fx",
-]
-
 
 def _users_state(couchdb: PouchServer, db: str) -> tuple[object, set[str]]:
     security = http_json("GET", f"{couchdb.db_url(db)}/_security")
@@ -194,7 +175,7 @@ def _users_state(couchdb: PouchServer, db: str) -> tuple[object, set[str]]:
     return security, {row["id"] for row in listing["rows"]}
 
 
-@pytest.mark.parametrize("name", SPECIAL_NAMES)
+@pytest.mark.parametrize("name", [*SPECIAL_NAMES, *ENCODED_SEGMENTS])
 async def test_no_route_lets_a_name_address_a_couchdb_special_document(
     master: TestClient, couchdb: PouchServer, database: str, name: str
 ) -> None:
