@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -46,9 +47,14 @@ async def master(make_master_settings: Any, node: RunningApp) -> AsyncIterator[R
     await running.stop()
 
 
-async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
-    master: RunningApp, couchdb: PouchServer, database: str
-) -> None:
+@contextlib.asynccontextmanager
+async def alice_and_a_bob_who_never_reads(
+    master: RunningApp,
+) -> AsyncIterator[
+    tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]
+]:
+    """(alice's session, alice's socket, bob's socket): two new accounts, each online; bob's
+    socket is on a small kernel buffer that nobody reads. Both closed on exit."""
     never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
     async with (
         aiohttp.ClientSession() as session,
@@ -56,6 +62,13 @@ async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
     ):
         alice = await open_socket(session, master, await account(session, master, "alice"))
         bob = await open_socket(bob_session, master, await account(session, master, "bob"))
+        yield session, alice, bob
+
+
+async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
+    master: RunningApp, couchdb: PouchServer, database: str
+) -> None:
+    async with alice_and_a_bob_who_never_reads(master) as (session, alice, bob):
         frames = [send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES)) for _ in range(MESSAGES)]
         started = time.monotonic()
         for frame in frames:
@@ -96,13 +109,7 @@ async def test_a_sender_whose_recipient_stalls_still_gets_each_answer_in_time(
     master: RunningApp,
 ) -> None:
     """Each answer within the bound: the push, the store and the ack, each timed out."""
-    never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
-    async with (
-        aiohttp.ClientSession() as session,
-        aiohttp.ClientSession(connector=never_reads) as bob_session,
-    ):
-        alice = await open_socket(session, master, await account(session, master, "alice"))
-        await open_socket(bob_session, master, await account(session, master, "bob"))
+    async with alice_and_a_bob_who_never_reads(master) as (_, alice, _):
         slowest = 0.0
         for _ in range(12):
             frame = send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES))
