@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import jwt
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
@@ -17,13 +18,21 @@ from tests.support.couchdb_names import ENCODED_SEGMENTS, SPECIAL_NAMES
 from tests.support.pouchdb import PouchServer, http_json
 
 
+async def register_as(
+    master: TestClient, username: str, password: str = PASSWORD, key: str | None = None
+) -> ClientResponse:
+    """POST /api/register for `username` with `key` (default: a new public key, base64);
+    the response, its status not checked."""
+    key = key or KeyPair.generate().public_b64
+    body = {"username": username, "password": password, "publicKey": key}
+    return await master.post("/api/register", json=body)
+
+
 async def test_register_stores_an_argon2id_hash_never_the_password(
     master: TestClient, couchdb: PouchServer, database: str
 ) -> None:
     key = KeyPair.generate().public_b64
-    response = await master.post(
-        "/api/register", json={"username": "alice", "password": PASSWORD, "publicKey": key}
-    )
+    response = await register_as(master, "alice", key=key)
     assert response.status == 201
     assert await response.json() == {"username": "alice", "publicKey": key}
     status, doc = http_json("GET", f"{couchdb.db_url('users_' + database)}/alice")
@@ -46,14 +55,7 @@ async def test_names_a_json_layer_might_read_as_values_are_ordinary_accounts(
 
 async def test_a_taken_username_is_409(master: TestClient) -> None:
     await register(master, "alice")
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "alice",
-            "password": "another password",
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "alice", "another password")
     assert response.status == 409
     assert (await response.json())["error"] == "username_taken"
 
@@ -198,14 +200,7 @@ async def test_a_name_beginning_with_underscore_is_refused_before_couchdb(
     master: TestClient,
 ) -> None:
     """`_design` was stored as the document `_design` and logged in (issue 17)."""
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "_design",
-            "password": PASSWORD,
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "_design")
     assert response.status == 400
     assert (await response.json())["reason"] == USERNAME_RULE
 
@@ -215,10 +210,7 @@ async def test_a_name_beginning_with_underscore_is_refused_before_couchdb(
 
 @pytest.mark.parametrize("name", ["master", "Master", "MASTER", "mAsTeR"])
 async def test_a_reserved_name_is_taken_in_every_case(master: TestClient, name: str) -> None:
-    response = await master.post(
-        "/api/register",
-        json={"username": name, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64},
-    )
+    response = await register_as(master, name)
     assert response.status == 409
     assert (await response.json())["error"] == "username_taken"
 
@@ -227,20 +219,11 @@ async def test_names_are_unique_whatever_their_case(
     master: TestClient, couchdb: PouchServer, database: str, key_pair: tuple[bytes, bytes]
 ) -> None:
     key = KeyPair.generate().public_b64
-    response = await master.post(
-        "/api/register", json={"username": "Alice", "password": PASSWORD, "publicKey": key}
-    )
+    response = await register_as(master, "Alice", key=key)
     assert response.status == 201
     assert await response.json() == {"username": "alice", "publicKey": key}
     for other in ("alice", "ALICE", "aLiCe"):
-        response = await master.post(
-            "/api/register",
-            json={
-                "username": other,
-                "password": "another password",
-                "publicKey": KeyPair.generate().public_b64,
-            },
-        )
+        response = await register_as(master, other, "another password")
         assert response.status == 409, other
     # Stored once, under the canonical id, with the name as its owner typed it.
     assert couchdb.all_ids(f"users_{database}") == {"alice"}
@@ -291,12 +274,5 @@ async def test_an_account_made_before_canonical_names_still_logs_in(
     response = await master.get("/api/users/carol/key", headers=bearer(token))
     assert await response.json() == {"username": "carol", "publicKey": key}
     # Nobody can take the name in another case.
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "CAROL",
-            "password": PASSWORD,
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "CAROL")
     assert response.status == 409
