@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from kuno.master.app import create_app
 from kuno.master.config import MasterSettings
-from tests.e2e.cluster import master_settings
+from kuno.standard.app import create_app as create_standard
+from tests.e2e.cluster import RunningApp, master_settings, standard_settings
 from tests.support.pouchdb import PouchServer
 
 PASSWORD = "correct horse battery"
@@ -41,6 +43,17 @@ def make_master_settings(
         return master_settings(servers, nodes, f"users_{database}", private_key_file, **values)
 
     return make
+
+
+@pytest.fixture
+async def node(
+    couchdb: PouchServer, database: str, public_key_file: Path
+) -> AsyncIterator[RunningApp]:
+    """One real standard node, `node1`, storing in this test's database on the first server."""
+    settings = standard_settings(couchdb, "node1", database, public_key_file)
+    running = await RunningApp().start(create_standard(settings))
+    yield running
+    await running.stop()
 
 
 @pytest.fixture
@@ -75,3 +88,24 @@ async def register(master: TestClient, username: str, public_key: str | None = N
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def account(session: aiohttp.ClientSession, master: RunningApp, username: str) -> str:
+    """Register `username` on a master served over a real socket and log in; returns the
+    token."""
+    from kuno.client.crypto import KeyPair
+
+    body = {"username": username, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
+    async with session.post(f"{master.url}/api/register", json=body) as response:
+        assert response.status == 201, await response.text()
+    async with session.post(f"{master.url}/api/login", json=body) as response:
+        return str((await response.json())["token"])
+
+
+async def open_socket(
+    session: aiohttp.ClientSession, master: RunningApp, token: str
+) -> aiohttp.ClientWebSocketResponse:
+    """The user's WebSocket, once the master has said `ready`."""
+    ws = await session.ws_connect(f"{master.url}/ws", headers=bearer(token))
+    assert (await ws.receive_json(timeout=5))["type"] == "ready"
+    return ws

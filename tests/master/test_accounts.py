@@ -6,6 +6,7 @@ from urllib.parse import quote
 
 import jwt
 import pytest
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
@@ -13,16 +14,25 @@ from kuno.client.crypto import KeyPair
 from kuno.common.names import USERNAME_RULE
 from kuno.common.tokens import TokenVerifier, load_public_key
 from tests.master.conftest import PASSWORD, MasterFactory, bearer, register
+from tests.support.couchdb_names import ENCODED_SEGMENTS, SPECIAL_NAMES
 from tests.support.pouchdb import PouchServer, http_json
+
+
+async def register_as(
+    master: TestClient, username: str, password: str = PASSWORD, key: str | None = None
+) -> ClientResponse:
+    """POST /api/register for `username` with `key` (default: a new public key, base64);
+    the response, its status not checked."""
+    key = key or KeyPair.generate().public_b64
+    body = {"username": username, "password": password, "publicKey": key}
+    return await master.post("/api/register", json=body)
 
 
 async def test_register_stores_an_argon2id_hash_never_the_password(
     master: TestClient, couchdb: PouchServer, database: str
 ) -> None:
     key = KeyPair.generate().public_b64
-    response = await master.post(
-        "/api/register", json={"username": "alice", "password": PASSWORD, "publicKey": key}
-    )
+    response = await register_as(master, "alice", key=key)
     assert response.status == 201
     assert await response.json() == {"username": "alice", "publicKey": key}
     status, doc = http_json("GET", f"{couchdb.db_url('users_' + database)}/alice")
@@ -45,14 +55,7 @@ async def test_names_a_json_layer_might_read_as_values_are_ordinary_accounts(
 
 async def test_a_taken_username_is_409(master: TestClient) -> None:
     await register(master, "alice")
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "alice",
-            "password": "another password",
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "alice", "another password")
     assert response.status == 409
     assert (await response.json())["error"] == "username_taken"
 
@@ -166,26 +169,6 @@ async def test_key_lookup_needs_a_token_and_knows_only_registered_users(
 
 # --- names that would address CouchDB's special documents (issue 17 item 1) ----------
 
-SPECIAL_NAMES = [
-    "_all_docs",
-    "_changes",
-    "_security",
-    "_design",
-    "_design/x",
-    "_local/x",
-    "_find",
-    "_index",
-    "_bulk_docs",
-    "_revs_diff",
-    "_purge",
-    "_x",
-    "%5Fall_docs",
-    "%5Fsecurity",
-    "%5fdesign%2Fx",
-    "%255Fall_docs",
-    "_design%2Fx",
-]
-
 
 def _users_state(couchdb: PouchServer, db: str) -> tuple[object, set[str]]:
     security = http_json("GET", f"{couchdb.db_url(db)}/_security")
@@ -194,7 +177,7 @@ def _users_state(couchdb: PouchServer, db: str) -> tuple[object, set[str]]:
     return security, {row["id"] for row in listing["rows"]}
 
 
-@pytest.mark.parametrize("name", SPECIAL_NAMES)
+@pytest.mark.parametrize("name", [*SPECIAL_NAMES, *ENCODED_SEGMENTS])
 async def test_no_route_lets_a_name_address_a_couchdb_special_document(
     master: TestClient, couchdb: PouchServer, database: str, name: str
 ) -> None:
@@ -217,14 +200,7 @@ async def test_a_name_beginning_with_underscore_is_refused_before_couchdb(
     master: TestClient,
 ) -> None:
     """`_design` was stored as the document `_design` and logged in (issue 17)."""
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "_design",
-            "password": PASSWORD,
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "_design")
     assert response.status == 400
     assert (await response.json())["reason"] == USERNAME_RULE
 
@@ -234,10 +210,7 @@ async def test_a_name_beginning_with_underscore_is_refused_before_couchdb(
 
 @pytest.mark.parametrize("name", ["master", "Master", "MASTER", "mAsTeR"])
 async def test_a_reserved_name_is_taken_in_every_case(master: TestClient, name: str) -> None:
-    response = await master.post(
-        "/api/register",
-        json={"username": name, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64},
-    )
+    response = await register_as(master, name)
     assert response.status == 409
     assert (await response.json())["error"] == "username_taken"
 
@@ -246,20 +219,11 @@ async def test_names_are_unique_whatever_their_case(
     master: TestClient, couchdb: PouchServer, database: str, key_pair: tuple[bytes, bytes]
 ) -> None:
     key = KeyPair.generate().public_b64
-    response = await master.post(
-        "/api/register", json={"username": "Alice", "password": PASSWORD, "publicKey": key}
-    )
+    response = await register_as(master, "Alice", key=key)
     assert response.status == 201
     assert await response.json() == {"username": "alice", "publicKey": key}
     for other in ("alice", "ALICE", "aLiCe"):
-        response = await master.post(
-            "/api/register",
-            json={
-                "username": other,
-                "password": "another password",
-                "publicKey": KeyPair.generate().public_b64,
-            },
-        )
+        response = await register_as(master, other, "another password")
         assert response.status == 409, other
     # Stored once, under the canonical id, with the name as its owner typed it.
     assert couchdb.all_ids(f"users_{database}") == {"alice"}
@@ -310,12 +274,5 @@ async def test_an_account_made_before_canonical_names_still_logs_in(
     response = await master.get("/api/users/carol/key", headers=bearer(token))
     assert await response.json() == {"username": "carol", "publicKey": key}
     # Nobody can take the name in another case.
-    response = await master.post(
-        "/api/register",
-        json={
-            "username": "CAROL",
-            "password": PASSWORD,
-            "publicKey": KeyPair.generate().public_b64,
-        },
-    )
+    response = await register_as(master, "CAROL")
     assert response.status == 409

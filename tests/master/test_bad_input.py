@@ -10,8 +10,6 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -24,8 +22,7 @@ from hypothesis import strategies as st
 
 from kuno.common.web import HttpMetrics, make_error_middleware
 from kuno.master.app import create_app
-from kuno.standard.app import create_app as create_standard
-from tests.e2e.cluster import RunningApp, standard_settings
+from tests.e2e.cluster import RunningApp
 from tests.master.conftest import PASSWORD, MasterFactory, bearer, register
 from tests.master.test_websocket import b64, connect, send_frame
 from tests.support.pouchdb import PouchServer, http_json
@@ -59,16 +56,6 @@ async def assert_json_error(response: aiohttp.ClientResponse, status: int | None
     assert isinstance(body.get("error"), str), body
     assert isinstance(body.get("reason"), str), body
     return body
-
-
-@pytest.fixture
-async def node(
-    couchdb: PouchServer, database: str, public_key_file: Path
-) -> AsyncIterator[RunningApp]:
-    settings = standard_settings(couchdb, "node1", database, public_key_file)
-    running = await RunningApp().start(create_standard(settings))
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kuno.master.app import create_app
 from kuno.standard.app import create_app as create_standard
 from tests.e2e.cluster import BlackHole, RunningApp, standard_settings
-from tests.master.conftest import PASSWORD, bearer
+from tests.master.conftest import account, open_socket
 from tests.master.test_websocket import send_frame
 from tests.support.pouchdb import PouchServer, free_port, http_json
 
@@ -58,24 +58,6 @@ async def start_master(make_master_settings: Any) -> AsyncIterator[Starter]:
     yield start
     for master in started:
         await master.stop()
-
-
-async def account(session: aiohttp.ClientSession, master: RunningApp, username: str) -> str:
-    from kuno.client.crypto import KeyPair
-
-    body = {"username": username, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
-    async with session.post(f"{master.url}/api/register", json=body) as response:
-        assert response.status == 201, await response.text()
-    async with session.post(f"{master.url}/api/login", json=body) as response:
-        return (await response.json())["token"]
-
-
-async def open_socket(
-    session: aiohttp.ClientSession, master: RunningApp, token: str
-) -> aiohttp.ClientWebSocketResponse:
-    ws = await session.ws_connect(f"{master.url}/ws", headers=bearer(token))
-    assert (await ws.receive_json(timeout=5))["type"] == "ready"
-    return ws
 
 
 async def test_hung_nodes_cost_one_timeout_in_parallel_and_the_ack_counts_the_rest(

@@ -25,7 +25,7 @@ from kuno.master.app import create_app
 from kuno.master.config import MasterSettings
 from tests.e2e.cluster import master_settings, replicate_full_mesh
 from tests.master.conftest import PASSWORD, bearer
-from tests.support.pouchdb import PouchServer, eventually, http_json
+from tests.support.pouchdb import PouchServer, eventually, http_json, running
 
 USERS = "users"
 OTHER_PASSWORD = "another password entirely"
@@ -36,14 +36,8 @@ Register = Callable[..., Awaitable[tuple[int, dict[str, Any]]]]
 def servers(tmp_path: Path) -> Iterator[list[PouchServer]]:
     """Three servers of this test's own (it stops and starts them), `users` on each."""
     own = [PouchServer(tmp_path / f"couchdb-{i}", f"couchdb-{i}") for i in (1, 2, 3)]
-    try:
-        for server in own:
-            server.start()
-            server.create_db(USERS)
+    with running(*own, db=USERS):
         yield own
-    finally:
-        for server in own:
-            server.stop()
 
 
 @pytest.fixture

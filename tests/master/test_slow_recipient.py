@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
 from kuno.master.app import create_app
-from kuno.standard.app import create_app as create_standard
-from tests.e2e.cluster import RunningApp, standard_settings
-from tests.master.conftest import PASSWORD, bearer
+from tests.e2e.cluster import RunningApp
+from tests.master.conftest import account, open_socket
 from tests.master.test_websocket import b64, send_frame
 from tests.support.pouchdb import PouchServer, http_json
 
@@ -30,16 +29,6 @@ def small_receive_buffer(addr_info: Any) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     return sock
-
-
-@pytest.fixture
-async def node(
-    couchdb: PouchServer, database: str, public_key_file: Path
-) -> AsyncIterator[RunningApp]:
-    settings = standard_settings(couchdb, "node1", database, public_key_file)
-    running = await RunningApp().start(create_standard(settings))
-    yield running
-    await running.stop()
 
 
 @pytest.fixture
@@ -58,34 +47,28 @@ async def master(make_master_settings: Any, node: RunningApp) -> AsyncIterator[R
     await running.stop()
 
 
-async def login(session: aiohttp.ClientSession, master: RunningApp, username: str) -> str:
-    from kuno.client.crypto import KeyPair
-
-    body = {"username": username, "password": PASSWORD, "publicKey": KeyPair.generate().public_b64}
-    async with session.post(f"{master.url}/api/register", json=body) as response:
-        assert response.status == 201, await response.text()
-    async with session.post(f"{master.url}/api/login", json=body) as response:
-        return str((await response.json())["token"])
-
-
-async def open_socket(
-    session: aiohttp.ClientSession, master: RunningApp, token: str
-) -> aiohttp.ClientWebSocketResponse:
-    ws = await session.ws_connect(f"{master.url}/ws", headers=bearer(token))
-    assert (await ws.receive_json(timeout=5))["type"] == "ready"
-    return ws
-
-
-async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
-    master: RunningApp, couchdb: PouchServer, database: str
-) -> None:
+@contextlib.asynccontextmanager
+async def alice_and_a_bob_who_never_reads(
+    master: RunningApp,
+) -> AsyncIterator[
+    tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse]
+]:
+    """(alice's session, alice's socket, bob's socket): two new accounts, each online; bob's
+    socket is on a small kernel buffer that nobody reads. Both closed on exit."""
     never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
     async with (
         aiohttp.ClientSession() as session,
         aiohttp.ClientSession(connector=never_reads) as bob_session,
     ):
-        alice = await open_socket(session, master, await login(session, master, "alice"))
-        bob = await open_socket(bob_session, master, await login(session, master, "bob"))
+        alice = await open_socket(session, master, await account(session, master, "alice"))
+        bob = await open_socket(bob_session, master, await account(session, master, "bob"))
+        yield session, alice, bob
+
+
+async def test_a_recipient_that_never_reads_costs_no_sender_its_answer(
+    master: RunningApp, couchdb: PouchServer, database: str
+) -> None:
+    async with alice_and_a_bob_who_never_reads(master) as (session, alice, bob):
         frames = [send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES)) for _ in range(MESSAGES)]
         started = time.monotonic()
         for frame in frames:
@@ -126,13 +109,7 @@ async def test_a_sender_whose_recipient_stalls_still_gets_each_answer_in_time(
     master: RunningApp,
 ) -> None:
     """Each answer within the bound: the push, the store and the ack, each timed out."""
-    never_reads = aiohttp.TCPConnector(socket_factory=small_receive_buffer)
-    async with (
-        aiohttp.ClientSession() as session,
-        aiohttp.ClientSession(connector=never_reads) as bob_session,
-    ):
-        alice = await open_socket(session, master, await login(session, master, "alice"))
-        await open_socket(bob_session, master, await login(session, master, "bob"))
+    async with alice_and_a_bob_who_never_reads(master) as (_, alice, _):
         slowest = 0.0
         for _ in range(12):
             frame = send_frame("bob", ciphertext=b64(CIPHERTEXT_BYTES))

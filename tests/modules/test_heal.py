@@ -67,6 +67,20 @@ def pulls(run) -> list[dict[str, Any]]:
     return run[f"{ROLE} : Pull every database from every other node"]["results"]
 
 
+def assert_pulled(source: PouchServer, target: PouchServer, db: str, doc_id: str) -> None:
+    """A probe document `doc_id` written to db on source reaches target within 15 s."""
+    status, body = http_json("PUT", f"{source.db_url(db)}/{doc_id}", {"kind": "probe"})
+    assert status == 201, body
+    wait_until(lambda: doc_id in target.all_ids(db), timeout=15)
+
+
+def assert_heal_leaves_every_pull_alone(ansible: Ansible, task: dict[str, Any]) -> None:
+    """heal.yml succeeds and neither restarts nor changes any pull."""
+    run = ansible.run([task])
+    assert run.returncode == 0, run.output
+    assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+
+
 def test_heal_restarts_a_replication_that_gave_up(
     ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
 ) -> None:
@@ -91,14 +105,10 @@ def test_heal_restarts_a_replication_that_gave_up(
     assert run.returncode == 0, run.output
     assert [pull.get("restarted") for pull in pulls(run)] == [True]
     assert state(tolerant_pouch, doc_id, user, password) == "triggered"
-    status, body = http_json("PUT", f"{one.db_url(name)}/after-heal", {"kind": "probe"})
-    assert status == 201, body
-    wait_until(lambda: "after-heal" in tolerant_pouch.all_ids(name), timeout=15)
+    assert_pulled(one, tolerant_pouch, name, "after-heal")
 
     # Everything runs: nothing is restarted, nothing changes.
-    run = ansible.run([task])
-    assert run.returncode == 0, run.output
-    assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+    assert_heal_leaves_every_pull_alone(ansible, task)
 
 
 def test_heal_restarts_a_pull_that_runs_but_stalls_on_a_dead_connection(
@@ -125,13 +135,9 @@ def test_heal_restarts_a_pull_that_runs_but_stalls_on_a_dead_connection(
         )
         run = ansible.run([task])
         assert run.returncode == 0, run.output
-        status, body = http_json("PUT", f"{one.db_url(name)}/before", {"kind": "probe"})
-        assert status == 201, body
-        wait_until(lambda: "before" in tolerant_pouch.all_ids(name), timeout=15)
+        assert_pulled(one, tolerant_pouch, name, "before")
         # Nothing lacking: heal leaves the running pull alone.
-        run = ansible.run([task])
-        assert run.returncode == 0, run.output
-        assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+        assert_heal_leaves_every_pull_alone(ansible, task)
 
         time.sleep(1)  # the pull's next long-poll is under way
         assert relay.freeze() > 0

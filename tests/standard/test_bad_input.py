@@ -10,6 +10,7 @@ import pytest
 
 from kuno.standard.validation import ascii_int, user_id
 from tests.standard.conftest import bearer, raw_request
+from tests.support.couchdb_names import ENCODED_SEGMENTS, SPECIAL_NAMES
 from tests.support.messages import message_body
 from tests.support.pouchdb import http_json
 
@@ -79,37 +80,6 @@ def test_ascii_int_takes_only_ascii_digits_in_range():
     for text in [*NOT_ASCII_INTEGERS, "0", "101", "9" * 21]:
         with pytest.raises(ValueError, match=r"integer 1\.\.100"):
             ascii_int(text, 1, 100)
-
-
-SPECIAL_NAMES = [
-    "_all_docs",
-    "_changes",
-    "_security",
-    "_design",
-    "_design/x",
-    "_local/x",
-    "_find",
-    "_index",
-    "_bulk_docs",
-    "_explain",
-    "_purge",
-    "_revs_limit",
-    "_x",
-]
-# The same names as a path segment, percent-encoded as a client or attacker might.
-ENCODED_SEGMENTS = [
-    "%5Fall_docs",
-    "%5fchanges",
-    "_design%2Fx",
-    "%5Fdesign%2Fx",
-    "_local%2Fx",
-    "%5Flocal%2fx",
-    "_design/x",
-    "_local/x",
-    "%255Fall_docs",
-    "..%2F_all_docs",
-    "%2E%2E/_security",
-]
 
 
 def test_no_user_id_may_begin_with_an_underscore():

@@ -119,6 +119,16 @@ def stored_ids(couchdb, database):
     return couchdb.all_ids(database)
 
 
+@pytest.fixture
+def kept(node_url, master_token):
+    """A message for bob, stored through the node before the test: its body (a dict)."""
+    body = message_body("bob")
+    headers = bearer(master_token) | {"Content-Type": "application/json"}
+    answer = raw_request(node_url, "POST", "/messages", json.dumps(body).encode(), headers)
+    assert answer.status == 201, answer.body[:300]
+    return body
+
+
 @pytest.mark.parametrize("route", ["/messages", "/messages/batch"])
 def test_any_post_is_stored_or_refused_with_a_json_4xx(
     node_url, couchdb, database, master_token, user_token, route
@@ -137,14 +147,10 @@ def test_any_post_is_stored_or_refused_with_a_json_4xx(
     post()
 
 
+@pytest.mark.usefixtures("kept")
 def test_any_listing_is_answered_or_refused_with_a_json_4xx(
     node_url, couchdb, database, master_token, user_token
 ):
-    kept = message_body("bob")
-    headers = bearer(master_token) | {"Content-Type": "application/json"}
-    assert (
-        raw_request(node_url, "POST", "/messages", json.dumps(kept).encode(), headers).status == 201
-    )
     integers = (
         st.integers(-5, 2000).map(str) | st.sampled_from(NOT_ASCII_INTEGERS) | st.text(max_size=6)
     )
@@ -178,13 +184,8 @@ def test_any_listing_is_answered_or_refused_with_a_json_4xx(
 
 
 def test_any_delete_of_another_id_is_refused_with_a_json_4xx(
-    node_url, couchdb, database, master_token, user_token
+    node_url, couchdb, database, master_token, user_token, kept
 ):
-    kept = message_body("bob")
-    headers = bearer(master_token) | {"Content-Type": "application/json"}
-    assert (
-        raw_request(node_url, "POST", "/messages", json.dumps(kept).encode(), headers).status == 201
-    )
 
     @PROPERTY_SETTINGS
     @given(
