@@ -17,11 +17,13 @@ from pydantic import (
     model_validator,
 )
 
+from kuno.common.names import USERNAME_PATTERN
+
 TTL_MS = 30 * 24 * 3600 * 1000
 MAX_NONCE_BYTES = 64
 
-# No leading "_": CouchDB reserves such ids (kuno.common.names has the account rule).
-UserId = Annotated[StrictStr, Field(pattern=r"^[A-Za-z0-9-][A-Za-z0-9_-]{0,63}$")]
+# The account rule (no leading "_": CouchDB reserves such ids), in either case.
+UserId = Annotated[StrictStr, Field(pattern=USERNAME_PATTERN)]
 Base64Text = Annotated[StrictStr, Field(min_length=1)]
 
 

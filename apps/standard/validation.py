@@ -5,16 +5,11 @@ Every refusal is a 400 `{"error", "reason"}` naming the value and what it must b
 
 from __future__ import annotations
 
-import re
-
 from aiohttp import web
 
+from kuno.common.names import is_valid_username
 from kuno.common.web import fail
 
-# A user id as the master names users (kuno.common.messages.UserId), except that it never
-# begins with "_": CouchDB reserves such ids (`_all_docs`, `_design/…`, `_local/…`,
-# `_security`, …), so a user id can never address one, in any database, by any route.
-USER_ID = re.compile(r"[A-Za-z0-9-][A-Za-z0-9_-]{0,63}")
 # Query integers: ASCII digits only (str.isdigit() also takes "²", "①", "⒈", which int()
 # refuses), and few enough that int() never meets Python's 4,300-digit limit.
 MAX_INT_DIGITS = 20
@@ -56,6 +51,7 @@ def user_id(value: str) -> str:
     A-Z a-z 0-9 _ -, never beginning with "_" (CouchDB's special documents)."""
     if value.startswith("_"):
         raise ValueError("must not begin with _ (CouchDB reserves such names)")
-    if not USER_ID.fullmatch(value):
+    # The master's name rule (kuno.common.names), in either case: legacy ids keep theirs.
+    if not is_valid_username(value):
         raise ValueError("must be 1-64 of A-Z a-z 0-9 _ -")
     return value
