@@ -209,7 +209,7 @@ class UserDirectory:
         return created
 
     async def _write_on_majority(self, doc_id: str, doc: dict[str, Any], take_back: bool) -> bool:
-        """PUT the same document on every server; see create() for the outcome."""
+        """POST the same document to every server; see create() for the outcome."""
         clients = self.servers.clients
         results = await asyncio.gather(
             *(client.create(self.database, {"_id": doc_id, **doc}) for client in clients),
