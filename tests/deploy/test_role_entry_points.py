@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import yaml
 
 from filter_plugins.kuno_names import container_name, container_names
 from tests.deploy.conftest import ANSIBLE_PLAYBOOK, REPO
+from tests.deploy.test_images import ansible
 
 ROLES = REPO / "roles"
 PLAYBOOKS = [
@@ -127,15 +127,7 @@ def test_a_failed_validation_shows_no_password(tmp_path: Path) -> None:
     )
     variables = tmp_path / "vars.json"
     variables.write_text(json.dumps({"kuno_couchdb_admin_password": secret, "kuno_release": "r1"}))
-    result = subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "-i", "inventories/local", str(playbook), "-e", f"@{variables}"],
-        cwd=REPO,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+    result = ansible("-i", "inventories/local", str(playbook), "-e", f"@{variables}", timeout=300)
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
     assert "master_port" in output
