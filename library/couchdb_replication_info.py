@@ -155,7 +155,7 @@ replications:
     healthy:
       description:
         - Whether RV(replications[].condition) is V(running) or V(completed) (before the
-          stall test): running (pouchdb-server C(triggered)) for 10 s on the server's clock
+          stall test), that is running (pouchdb-server C(triggered)) for 10 s on the server's clock
           with no error in its job info, or a one-off replication that completed.
       type: bool
       sample: true

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.modules.helpers import load_library
+from kuno.common import replications as package
+from tests.modules.helpers import MODULE_UTILS, load_library
 
 info = load_library("couchdb_replication_info")
 
@@ -155,3 +156,39 @@ def test_stand_in_a_triggered_pull_that_does_not_carry_a_missing_change_is_stall
 )
 def test_which_conditions_heal_restarts(condition: str, flavour: str, expected: bool):
     assert info.needs_restart(condition, flavour) is expected
+
+
+def test_the_package_and_the_modules_read_one_file_of_replication_states():
+    """kuno.common.replications (the standard node's /health) and ansible.module_utils.replications
+    (the modules) are the same file: module_utils/replications.py links to it."""
+    assert (MODULE_UTILS / "replications.py").resolve() == Path(package.__file__).resolve()
+
+
+@pytest.mark.parametrize(
+    ("state", "failed"),
+    [
+        # CouchDB 3's documented states (/_scheduler/docs), then pouchdb-server's.
+        ("initializing", False),
+        ("pending", False),
+        ("running", False),
+        ("crashing", True),
+        ("failed", True),
+        ("error", True),
+        ("completed", False),
+        ("triggered", False),
+        (None, False),
+    ],
+)
+def test_which_states_have_failed(state: str | None, failed: bool):
+    """The reading /health makes of a bare state: only crashing, failed, error have failed."""
+    assert package.is_failed(state) is failed
+
+
+def test_replication_ids():
+    assert package.replication_id("messages", "node2") == "kuno-messages-from-node2"
+    assert package.pull_ids(["messages", "users"], ["node2", "node3"], "x-") == [
+        "x-messages-from-node2",
+        "x-messages-from-node3",
+        "x-users-from-node2",
+        "x-users-from-node3",
+    ]
