@@ -37,19 +37,10 @@ attributes:
     description: Shows the replication before and after, credentials redacted.
 extends_documentation_fragment:
   - kuno_couchdb
+  - kuno_couchdb_replication
 options:
-  url:
-    description: Base URL of the server that holds the C(_replicator) database, without credentials.
   user:
     description: User name for HTTP basic authentication to O(url).
-  id:
-    description: The C(_id) of the replication document.
-    type: str
-    required: true
-  replicator_db:
-    description: The replicator database.
-    type: str
-    default: _replicator
   source:
     description:
       - Full URL of the source database without credentials, for example
@@ -125,14 +116,6 @@ options:
         finish. Must be longer than O(settle_time).
     type: float
     default: 60
-  settle_time:
-    description:
-      - Seconds a replication must have stayed running, with no error, before O(wait) counts it
-        as running.
-      - CouchDB 3.5 showed a pull whose source refuses its credentials as C(running) for 2.4 to
-        5.4 s before C(crashing); the default leaves a margin above that.
-    type: float
-    default: 10
   pouchdb_tolerates_rejections:
     description:
       - pouchdb-server only. Say that the server runs under C(node --unhandled-rejections=warn),
@@ -279,7 +262,6 @@ from ansible.module_utils.couchdb import (
     REDACTED,
     CouchDBModule,
     check_plain_url,
-    couchdb_argument_spec,
     run_module,
     strip_userinfo,
     with_userinfo,
@@ -290,9 +272,9 @@ from ansible.module_utils.couchdb_replication import (
     ReplicationJob,
     credential_location,
     endpoint_client,
+    replication_argument_spec,
     replicator_for,
 )
-from ansible.module_utils.replications import SETTLE_SECONDS
 
 DIGEST_ITERATIONS = 100000
 # Top-level fields the server manages: _id, _rev, _replication_* (both flavours) and owner (CouchDB).
@@ -517,10 +499,8 @@ class Replication(CouchDBModule):
 
 def argument_spec():
     """The connection options and this module's own."""
-    spec = couchdb_argument_spec()
+    spec = replication_argument_spec()
     spec.update(
-        id=dict(type="str", required=True),
-        replicator_db=dict(type="str", default="_replicator"),
         source=dict(type="str"),
         target=dict(type="str"),
         source_user=dict(type="str"),
@@ -533,9 +513,6 @@ def argument_spec():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         restart=dict(type="bool", default=False),
         wait=dict(type="bool", default=False),
-        wait_timeout=dict(type="float", default=60),
-        settle_time=dict(type="float", default=SETTLE_SECONDS),
-        pouchdb_tolerates_rejections=dict(type="bool", default=False),
     )
     return spec
 

@@ -37,17 +37,8 @@ attributes:
     description: Shows the job's state before and after (V(new job) when restarted).
 extends_documentation_fragment:
   - kuno_couchdb
+  - kuno_couchdb_replication
 options:
-  url:
-    description: Base URL of the server that holds the C(_replicator) database, without credentials.
-  id:
-    description: The C(_id) of the replication document.
-    type: str
-    required: true
-  replicator_db:
-    description: The replicator database.
-    type: str
-    default: _replicator
   state:
     description:
       - V(running) restarts the job when it has failed, V(restarted) always.
@@ -65,10 +56,6 @@ options:
     description: Seconds O(wait) waits. Must be longer than O(settle_time).
     type: float
     default: 60
-  settle_time:
-    description: Seconds a replication must have stayed running, with no error, to count as running.
-    type: float
-    default: 10
   pouchdb_tolerates_rejections:
     description:
       - pouchdb-server only. Say that the server runs under C(node --unhandled-rejections=warn),
@@ -81,15 +68,8 @@ seealso:
 """
 
 EXAMPLES = r"""
-- name: Find the replications that fail or stall
-  couchdb_replication_info:
-    url: http://127.0.0.1:5984
-    user: admin
-    password: "{{ couchdb_admin_password }}"
-    stall_window: 5
-  register: __couchdb_replications
-
-- name: Restart them as new jobs
+# __couchdb_replications: a registered result of couchdb_replication_info (stall_window: 5)
+- name: Restart the replications that fail or stall, as new jobs
   couchdb_replication_job:
     url: http://127.0.0.1:5984
     user: admin
@@ -105,6 +85,7 @@ EXAMPLES = r"""
     user: admin
     password: "{{ couchdb_admin_password }}"
     id: kuno-messages-from-couchdb-2
+    settle_time: 15
 """
 
 RETURN = r"""
@@ -126,20 +107,20 @@ condition:
   type: str
   sample: failed
 flavour:
-  description: The server's flavour, V(couchdb) or V(pouchdb-server).
+  description: V(couchdb) (Apache CouchDB) or V(pouchdb-server), from the server's C(GET /).
   returned: always
   type: str
-  sample: couchdb
+  sample: pouchdb-server
 status:
   description:
-    - The replication's state, the server's reason and the seconds it has been running (null
-      when it is not), as read at the end of the task.
-  returned: when O(wait=true) and not in check mode
+    - At the end of the wait, what the server reports of the job (C(state), C(reason)) and
+      C(running_for), the seconds since it began running (null when it does not run).
+  returned: unless O(wait=false) or in check mode
   type: dict
-  sample: {state: running, reason: null, running_for: 10.4}
+  sample: {state: running, reason: null, running_for: 12.0}
 diff:
-  description: The job before and after, when Ansible runs with C(--diff).
-  returned: when diff mode is on
+  description: With C(--diff), the job's state and condition before, and after.
+  returned: in diff mode
   type: dict
   contains:
     before:
@@ -151,15 +132,16 @@ diff:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.couchdb import CouchDBModule, couchdb_argument_spec, run_module
+from ansible.module_utils.couchdb import CouchDBModule, run_module
 from ansible.module_utils.couchdb_replication import (
     DIGEST_FIELD,
     ReplicationError,
     ReplicationJob,
     credential_location,
+    replication_argument_spec,
     replicator_for,
 )
-from ansible.module_utils.replications import FAILED, SETTLE_SECONDS
+from ansible.module_utils.replications import FAILED
 
 STATE_RUNNING = "running"
 STATE_RESTARTED = "restarted"
@@ -222,23 +204,16 @@ class ReplicationJobModule(CouchDBModule):
 
 
 def argument_spec():
-    """The connection options and this module's own."""
-    spec = couchdb_argument_spec()
-    spec.update(
-        id=dict(type="str", required=True),
-        replicator_db=dict(type="str", default="_replicator"),
+    """The connection and replication options and this module's own."""
+    return dict(
+        replication_argument_spec(),
         state=dict(type="str", default=STATE_RUNNING, choices=[STATE_RUNNING, STATE_RESTARTED]),
         wait=dict(type="bool", default=True),
-        wait_timeout=dict(type="float", default=60),
-        settle_time=dict(type="float", default=SETTLE_SECONDS),
-        pouchdb_tolerates_rejections=dict(type="bool", default=False),
     )
-    return spec
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run_module(module, ReplicationJobModule)
+    run_module(AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True), ReplicationJobModule)
 
 
 if __name__ == "__main__":

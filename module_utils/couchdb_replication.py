@@ -22,6 +22,7 @@ from ansible.module_utils.couchdb import (
     CouchDBError,
     Forbidden,
     Unauthorized,
+    couchdb_argument_spec,
     iso_time,
     poll,
     quote_segment,
@@ -42,6 +43,20 @@ DIGEST_FIELD = "ansible_credentials_digest"
 # CouchDB reads credentials from the auth object from 3.2 on.
 AUTH_OBJECT_SINCE = (3, 2)
 POUCHDB_RUNNING = "triggered"
+
+
+def replication_argument_spec():
+    """The connection options and those of one replication and its wait, which
+    couchdb_replication and couchdb_replication_job share."""
+    spec = couchdb_argument_spec()
+    spec.update(
+        id=dict(type="str", required=True),
+        replicator_db=dict(type="str", default="_replicator"),
+        wait_timeout=dict(type="float", default=60),
+        settle_time=dict(type="float", default=SETTLE_SECONDS),
+        pouchdb_tolerates_rejections=dict(type="bool", default=False),
+    )
+    return spec
 
 
 class ReplicationError(CouchDBError):
@@ -408,9 +423,8 @@ def read_replications(replicator, settle_seconds=SETTLE_SECONDS):
     null when it is not.
     """
     replications = []
-    now = None
     reports = replicator.reports()
-    now = replicator.client.server_time
+    now = replicator.client.server_time  # the server's clock when it listed them
     for doc_id, report in reports:
         settle = settle_replication(report, now, settle_seconds)
         running_for = settle["running_for"]

@@ -100,9 +100,9 @@ def test_a_failed_job_is_restarted_and_a_running_one_left_alone(
 def test_a_running_replication_is_not_restarted_where_that_would_kill_the_server(
     ansible: Ansible, one: PouchServer, two: PouchServer, name: str
 ):
-    one.create_db(name)
-    two.create_db(name)
-    doc_id = f"{name}-from-one"
+    for server in (one, two):
+        server.create_db(name)
+    doc_id = f"{name}-running"
     run = ansible.run(
         [
             replication_task(
