@@ -139,6 +139,11 @@ notes:
     Measured with pouchdb-server 4.2.0 on node 20."
   - Run pouchdb-server under C(node --unhandled-rejections=warn) to make deletion of a running
     replication and authentication failures survivable, and set O(pouchdb_tolerates_rejections).
+  - O(restart) and O(wait) run the same code as M(couchdb_replication_job), which restarts and
+    waits for the job of an existing document without its options.
+seealso:
+  - module: couchdb_replication_job
+  - module: couchdb_replication_info
 """
 
 EXAMPLES = r"""
