@@ -492,7 +492,7 @@ class Replication(CouchDBModule):
     def restart(self, operation):
         if operation == "create":
             return True  # a new document starts a new job
-        doc = self.current_doc if self.module.check_mode else self.read()
+        doc = self.current_doc if self.module.check_mode else self.client.get(self.replicator.doc_path(self.params["id"]))
         refusal = self.replicator.restart_refusal(doc)
         if refusal:
             self.module.warn("Replication %r: %s: not restarted." % (self.params["id"], refusal))
