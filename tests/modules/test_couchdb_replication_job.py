@@ -141,3 +141,42 @@ def test_a_document_shown_without_its_credentials_is_not_rewritten():
         "continuous": True,
         "ansible_credentials_digest": "pbkdf2_sha256$1$salt$00",
     }
+
+
+def test_info_names_the_pulls_of_a_node(
+    ansible: Ansible, one: PouchServer, tolerant_pouch: PouchServer, name: str
+):
+    """couchdb_replication_info with pull_databases and pull_peers: the ids the replication
+    role writes, which exist, which are missing and which of ours are no longer wanted."""
+    one.create_db(name)
+    options = pull(one, tolerant_pouch, name, continuous=False, create_target=True)
+    run = ansible.run(
+        [
+            replication_task("wanted", tolerant_pouch, f"px-{name}-from-one", **options),
+            replication_task("gone", tolerant_pouch, f"px-{name}-from-gone", **options),
+            replication_task("not ours", tolerant_pouch, f"{name}-by-hand", **options),
+            {
+                "name": "info",
+                "couchdb_replication_info": {
+                    "url": tolerant_pouch.url,
+                    "pull_databases": [name],
+                    "pull_peers": ["one", "other"],
+                    "id_prefix": "px-",
+                },
+            },
+        ]
+    )
+    assert run.returncode == 0, run.output
+    info = run["info"]
+    assert info["pulls"] == [
+        {"id": f"px-{name}-from-one", "database": name, "peer": "one"},
+        {"id": f"px-{name}-from-other", "database": name, "peer": "other"},
+    ]
+    assert info["wanted"] == [f"px-{name}-from-one", f"px-{name}-from-other"]
+    assert info["missing"] == [f"px-{name}-from-other"]
+    assert info["unwanted"] == [f"px-{name}-from-gone"]
+    assert {r["id"]: r["wanted"] for r in info["replications"]} == {
+        f"px-{name}-from-one": True,
+        f"px-{name}-from-gone": False,
+        f"{name}-by-hand": False,
+    }
