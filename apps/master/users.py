@@ -164,18 +164,25 @@ class UserDirectory:
 
         async def check(client: couch.CouchClient) -> list[str]:
             url = couch.redact_url(str(client.url))
-            if url in self._schema_complete:
-                return []
             try:
-                missing = await schema.missing(client, schema.USERS, self.database)
+                missing = await self._schema_missing(client)
             except couch.CouchError as exc:
                 return [f"{url}: {exc.error}"]
-            if not missing:
-                self._schema_complete.add(url)
             return [f"{url}: {what}" for what in missing]
 
         results = await asyncio.gather(*(check(c) for c in self.servers.clients))
         return [line for lines in results for line in lines]
+
+    async def _schema_missing(self, client: couch.CouchClient) -> list[str]:
+        """What of the users database the server lacks (schema.missing); `[]`, unasked,
+        once it had it all. Raises the CouchError of a server that does not answer."""
+        url = couch.redact_url(str(client.url))
+        if url in self._schema_complete:
+            return []
+        missing = await schema.missing(client, schema.USERS, self.database)
+        if not missing:
+            self._schema_complete.add(url)
+        return missing
 
     async def health(self) -> list[dict[str, Any]]:
         """Each server, asked at once: {"url" (no credentials), "reachable": true,
@@ -186,16 +193,12 @@ class UserDirectory:
             url = couch.redact_url(str(client.url))
             try:
                 info = await client.server_info()
-                missing = []
-                if url not in self._schema_complete:
-                    missing = await schema.missing(client, schema.USERS, self.database)
+                missing = await self._schema_missing(client)
             except couch.CouchError as exc:
                 return {"url": url, "reachable": False, "reason": exc.error}
-            state = {"url": url, "reachable": True, "flavour": couch.flavour(info)}
+            state: dict[str, Any] = {"url": url, "reachable": True, "flavour": couch.flavour(info)}
             if missing:
                 state["missing"] = missing
-            else:
-                self._schema_complete.add(url)
             return state
 
         return list(await asyncio.gather(*(one(c) for c in self.servers.clients)))
