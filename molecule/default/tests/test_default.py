@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from kunomol import System, new_user, wait_until
+from kunomol import System, wait_until
 
 
 def test_every_container_runs_and_docker_reports_it_healthy(host, system: System) -> None:
@@ -53,7 +53,7 @@ def test_every_node_pulls_every_database_from_every_other(system: System) -> Non
 async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_node(
     system: System,
 ) -> None:
-    alice, bob = await new_user(system, "alice"), await new_user(system, "bob")
+    alice, bob = await system.new_user("alice"), await system.new_user("bob")
     try:
         async with bob.connect() as bob_socket, alice.connect() as alice_socket:
             sent = time.monotonic()
@@ -83,7 +83,7 @@ async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_nod
 async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_node(
     system: System,
 ) -> None:
-    alice, bob = await new_user(system, "alice"), await new_user(system, "bob")
+    alice, bob = await system.new_user("alice"), await system.new_user("bob")
     texts = [f"offline message {number}" for number in range(3)]
     try:
         # 2. bob is offline: each message is acknowledged as stored on all N nodes.
@@ -114,7 +114,7 @@ async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_no
 async def test_scenario_5_an_expired_message_is_never_returned_and_is_deleted(
     system: System,
 ) -> None:
-    alice, bob = await new_user(system, "alice"), await new_user(system, "bob")
+    alice, bob = await system.new_user("alice"), await system.new_user("bob")
     try:
         # A message whose 30 days are over: written on every node as the master stores it,
         # the same body everywhere, with expiresAt in the past.
