@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 
@@ -50,17 +49,6 @@ class System(Deployed):
         # Users and message ids of this run, kept between the steps of the scenario.
         workdir = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", scenario_dir))
         self.state_file = workdir / "kunomol-state.json"
-
-    def put_message(self, node: str, body: dict[str, Any]) -> None:
-        """A message document written straight into a node's CouchDB (as a store would)."""
-        doc = {"_id": body["id"], "type": "message"} | {k: v for k, v in body.items() if k != "id"}
-        status, answer = self.couch(node, f"/messages/{quote(body['id'])}", "PUT", doc)
-        if status == 409:  # replication brought it first: fine if it is this very document
-            status, answer = self.couch(node, f"/messages/{quote(body['id'])}")
-            if status == 200 and {k: v for k, v in answer.items() if k != "_rev"} == doc:
-                return
-        if status not in (201, 202):
-            raise RuntimeError(f"{node}: PUT {body['id']} answered {status}: {answer}")
 
     def load(self) -> dict[str, Any]:
         if self.state_file.exists():
@@ -200,36 +188,6 @@ async def delete_on(system: System, node: str, ids: list[str], direct: bool) -> 
         await bob.close()
     state["deleted"].extend(ids)
     system.save(state)
-
-
-async def send_online(system: System, tag: str, count: int, storage: str) -> list[str]:
-    """bob is online; alice sends him `count` messages: each arrives over the WebSocket.
-    storage "enabled": each is acknowledged as stored on every node; "disabled": as not
-    stored at all."""
-    state = system.load()
-    alice = await saved_user(system, state, "alice")
-    bob = await saved_user(system, state, "bob")
-    ids: list[str] = []
-    try:
-        async with bob.connect() as bob_socket, alice.connect() as alice_socket:
-            for number in range(count):
-                ack = await alice_socket.send(bob.username, f"{tag} #{number}")
-                message = await bob_socket.receive(within=5)
-                assert (message.id, message.text) == (ack.id, f"{tag} #{number}"), message
-                assert ack.delivered, ack
-                if storage == "disabled":
-                    assert (ack.storage, ack.stored) == ("disabled", 0), ack
-                else:
-                    assert ack.stored == ack.nodes == len(system.nodes), ack
-                ids.append(ack.id)
-    finally:
-        await alice.close()
-        await bob.close()
-    # Messages the master did not store are expected on no node.
-    kept = state["sent"] if storage == "enabled" else state.setdefault("unstored", {})
-    kept.setdefault(tag, []).extend(ids)
-    system.save(state)
-    return ids
 
 
 # --- checks ------------------------------------------------------------------------------
@@ -378,17 +336,6 @@ def store(system: System, args: argparse.Namespace) -> dict[str, Any]:
 
 
 @command(
-    "online",
-    "alice sends to bob, who is online",
-    TAG,
-    COUNT,
-    arg("--storage", choices=["enabled", "disabled"], required=True),
-)
-def online(system: System, args: argparse.Namespace) -> dict[str, Any]:
-    return {"sent": len(asyncio.run(send_online(system, args.tag, args.count, args.storage)))}
-
-
-@command(
     "delete",
     "bob deletes messages through one node only",
     NODE,
@@ -422,22 +369,6 @@ def wait_converged(system: System, args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{exc}: {describe(system, nodes, tags)}") from None
     messages = len(system.message_ids(nodes[0]))
     return {"nodes": nodes, "seconds": round(seconds, 2), "messages": messages}
-
-
-@command(
-    "absent",
-    "assert nodes hold none of a tag's messages",
-    arg("--nodes", required=True),
-    TAG,
-)
-def absent(system: System, args: argparse.Namespace) -> dict[str, Any]:
-    state = system.load()
-    ids = set(state["sent"].get(args.tag) or state.get("unstored", {})[args.tag])
-    for node in args.nodes.split(","):
-        held = ids & system.message_ids(node)
-        if held:
-            raise SystemExit(f"{node} holds {len(held)} message(s) of {args.tag}")
-    return {}
 
 
 @command("healthy", "wait until a standard node reaches CouchDB", NODE, WITHIN)

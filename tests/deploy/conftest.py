@@ -127,8 +127,10 @@ class Deployment(Deployed):
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One deployment for all of tests/deploy, removed after its last test (so its
+    containers do not run on beside the tests after it)."""
     if not docker_answers():
         pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
     if not ANSIBLE_PLAYBOOK.exists():
@@ -158,3 +160,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     finally:
         deployment.remove_everything()
         print("\n".join(["", "deployment runs:", *deployment.log]))
+
+
+def proxy_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/node1/health", timeout=5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def proxied(deployment: Deployment) -> Deployment:
+    """The session's deployment as the tests before left it; deployed here when they did not
+    (a module run alone)."""
+    if not proxy_answers(deployment.proxy_port):
+        run = deployment.deploy()
+        deployment.log.append(f"deploy (the proxy did not answer): {run.seconds:.1f} s")
+    return deployment

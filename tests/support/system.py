@@ -26,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -147,6 +147,38 @@ class SystemUnderTest:
             raise
         return client
 
+    async def with_users(self, scene: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+        """scene(alice, bob)'s result: two fresh users, closed afterwards."""
+        alice = await self.new_user("alice")
+        try:
+            bob = await self.new_user("bob")
+            try:
+                return await scene(alice, bob)
+            finally:
+                await bob.close()
+        finally:
+            await alice.close()
+
+    async def deliver_online(
+        self, alice: Any, bob: Any, texts: list[str], stored: bool
+    ) -> list[Any]:
+        """bob online, alice sends him each text: each arrives over his WebSocket within 5 s,
+        acknowledged as delivered and as stored on every node (stored) or, storage disabled,
+        on none. The acks (kuno.client.api.Ack)."""
+        acks = []
+        async with bob.connect() as bob_socket, alice.connect() as alice_socket:
+            for text in texts:
+                ack = await alice_socket.send(bob.username, text)
+                message = await bob_socket.receive(within=5)
+                assert (message.id, message.text) == (ack.id, text), message
+                assert ack.delivered, ack
+                if stored:
+                    assert ack.stored == ack.nodes == len(self.nodes), ack
+                else:
+                    assert (ack.storage, ack.stored) == ("disabled", 0), ack
+                acks.append(ack)
+        return acks
+
 
 class Deployed(SystemUnderTest):
     """A system deploy.yml made under `project` (container, network and volume names),
@@ -225,6 +257,17 @@ class Deployed(SystemUnderTest):
         if status != 200:
             raise RuntimeError(f"{node}: _all_docs answered {status}: {body}")
         return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}
+
+    def put_message(self, node: str, body: dict[str, Any]) -> None:
+        """A message document written straight into a node's CouchDB (as a store would)."""
+        doc = {"_id": body["id"], "type": "message"} | {k: v for k, v in body.items() if k != "id"}
+        status, answer = self.couch(node, f"/messages/{quote(body['id'])}", "PUT", doc)
+        if status == 409:  # replication brought it first: fine if it is this very document
+            status, answer = self.couch(node, f"/messages/{quote(body['id'])}")
+            if status == 200 and {k: v for k, v in answer.items() if k != "_rev"} == doc:
+                return
+        if status not in (201, 202):
+            raise RuntimeError(f"{node}: PUT {body['id']} answered {status}: {answer}")
 
     def leaves(self, node: str, message_id: str) -> list[dict[str, Any]]:
         """Every leaf revision of one document on one node (deleted ones included)."""

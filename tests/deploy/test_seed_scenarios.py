@@ -1,35 +1,46 @@
-"""The deployed system against the seed's scenarios 1, 2, 3 and 5 (DESIGN.md).
+"""The deployed system against the seed's scenarios 1, 2, 3 and 5 (DESIGN.md), on the
+session's deployment as tests/deploy/test_deploy.py left it (release rolled back to the
+first, storage disabled and restored) or, run alone, as a cold deploy makes it.
 
-Every message a test sends is deleted before it ends: the system is left as converge made it.
+Every message a test sends is deleted before it ends: the system is left as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
-from kunomol import System, wait_until
+import pytest
+
+from tests.deploy.conftest import Deployment, docker
+from tests.support.system import wait_until
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def test_every_container_runs_and_docker_reports_it_healthy(host, system: System) -> None:
+@pytest.fixture(scope="module")
+def system(proxied: Deployment) -> Deployment:
+    return proxied
+
+
+def test_every_container_runs_and_docker_reports_it_healthy(system: Deployment) -> None:
     for name in system.containers:
-        container = host.docker(name)
-        assert container.is_running, name
+        assert system.inspect(name)["State"]["Running"], name
         # Docker's own check runs every 15 s: a container just started may still be "starting".
         wait_until(
-            lambda name=name: host.docker(name).inspect()["State"]["Health"]["Status"] == "healthy",
+            lambda name=name: system.inspect(name)["State"]["Health"]["Status"] == "healthy",
             within=90,
             what=f"{name} healthy",
             every=1,
         )
 
 
-def test_couchdb_is_reachable_only_on_the_private_network(host, system: System) -> None:
-    network = host.run("docker network inspect %s", system.network)
-    assert network.rc == 0, network.stderr
-    assert '"Internal": true' in network.stdout
+def test_couchdb_is_reachable_only_on_the_private_network(system: Deployment) -> None:
+    network = json.loads(docker("network", "inspect", system.network))[0]
+    assert network["Internal"] is True
     for node in system.nodes:
-        spec = host.docker(system.container("couchdb", node)).inspect()
+        spec = system.inspect(system.container("couchdb", node))
         assert not spec["HostConfig"]["PortBindings"], spec["HostConfig"]["PortBindings"]
         assert not spec["NetworkSettings"]["Ports"] or not any(
             spec["NetworkSettings"]["Ports"].values()
@@ -37,21 +48,20 @@ def test_couchdb_is_reachable_only_on_the_private_network(host, system: System) 
         assert list(spec["NetworkSettings"]["Networks"]) == [system.network]
     # Only the proxy publishes a port, and only on the loopback address.
     published = {
-        name: host.docker(name).inspect()["HostConfig"]["PortBindings"] or {}
-        for name in system.containers
+        name: system.inspect(name)["HostConfig"]["PortBindings"] or {} for name in system.containers
     }
     assert {name for name, ports in published.items() if ports} == {system.container("proxy")}
     bindings = published[system.container("proxy")]["80/tcp"]
     assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(system.proxy_port)}]
 
 
-def test_every_node_pulls_every_database_from_every_other(system: System) -> None:
+def test_every_node_pulls_every_database_from_every_other(system: Deployment) -> None:
     for node in system.nodes:
         assert system.replications_running(node), (node, system.replications(node))
 
 
 async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_node(
-    system: System,
+    system: Deployment,
 ) -> None:
     alice, bob = await system.new_user("alice"), await system.new_user("bob")
     try:
@@ -81,7 +91,7 @@ async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_nod
 
 
 async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_node(
-    system: System,
+    system: Deployment,
 ) -> None:
     alice, bob = await system.new_user("alice"), await system.new_user("bob")
     texts = [f"offline message {number}" for number in range(3)]
@@ -112,7 +122,7 @@ async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_no
 
 
 async def test_scenario_5_an_expired_message_is_never_returned_and_is_deleted(
-    system: System,
+    system: Deployment,
 ) -> None:
     alice, bob = await system.new_user("alice"), await system.new_user("bob")
     try:
