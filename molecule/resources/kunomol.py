@@ -19,7 +19,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a command by a side-effect playbook
     sys.path.insert(0, str(REPO))
 
-from tests.support.system import PASSWORD, Deployed, wait_until  # noqa: E402
+from tests.support.system import PASSWORD, Deployed, stored_message, wait_until  # noqa: E402
 
 __all__ = ["System", "converged", "describe", "expected_ids", "wait_until"]
 
@@ -88,17 +88,33 @@ async def saved_user(system: System, state: dict[str, Any], who: str) -> Any:
     return client
 
 
+async def sent_by_alice(
+    system: System, tag: str, scene: Callable[[Any, Any], Awaitable[list[str]]]
+) -> list[str]:
+    """scene(alice, bob)'s message ids, remembered under `tag`: the scenario's saved users
+    alice and bob (tests.support.system's clients), closed afterwards."""
+    state = system.load()
+    alice = await saved_user(system, state, "alice")
+    bob = await saved_user(system, state, "bob")
+    try:
+        ids = await scene(alice, bob)
+    finally:
+        await alice.close()
+        await bob.close()
+    state["sent"].setdefault(tag, []).extend(ids)
+    system.save(state)
+    return ids
+
+
 async def send_offline(
     system: System, tag: str, count: int, min_stored: int, stored_on: dict[int, int]
 ) -> list[str]:
     """alice sends `count` messages to bob (offline); each is acknowledged as stored on at
     least `min_stored` nodes (stored_on counts the acks by their node count). Their ids are
     remembered under `tag`."""
-    state = system.load()
-    alice = await saved_user(system, state, "alice")
-    bob = await saved_user(system, state, "bob")
-    ids: list[str] = []
-    try:
+
+    async def scene(alice: Any, bob: Any) -> list[str]:
+        ids: list[str] = []
         await alice.public_key(bob.username)
         async with alice.connect() as socket:
             # In flight together, as a busy client's are: with a node down each send waits
@@ -113,12 +129,9 @@ async def send_offline(
                     assert not ack.delivered
                     ids.append(ack.id)
                     stored_on[ack.stored] = stored_on.get(ack.stored, 0) + 1
-    finally:
-        await alice.close()
-        await bob.close()
-    state["sent"].setdefault(tag, []).extend(ids)
-    system.save(state)
-    return ids
+        return ids
+
+    return await sent_by_alice(system, tag, scene)
 
 
 def store_token(system: System) -> str:
@@ -136,36 +149,23 @@ async def store_direct(system: System, nodes: list[str], tag: str, count: int) -
     same body on each."""
     import aiohttp
 
-    state = system.load()
-    alice = await saved_user(system, state, "alice")
-    bob = await saved_user(system, state, "bob")
     urls = [f"{system.standard_url(node)}/messages" for node in nodes]
     headers = {"Authorization": f"Bearer {store_token(system)}"}
-    ids: list[str] = []
-    try:
+
+    async def scene(alice: Any, bob: Any) -> list[str]:
+        ids: list[str] = []
         async with aiohttp.ClientSession() as session:
             for number in range(count):
                 sealed = await alice.seal(bob.username, f"{tag} #{number}")
                 now = int(time.time() * 1000)
-                body = {
-                    "id": sealed.id,
-                    "senderId": alice.username,
-                    "recipientId": bob.username,
-                    "ciphertext": sealed.ciphertext,
-                    "nonce": sealed.nonce,
-                    "timestamp": now,
-                    "expiresAt": now + 86_400_000,
-                }
+                body = stored_message(sealed, alice.username, bob.username, now, now + 86_400_000)
                 for url in urls:
                     async with session.post(url, json=body, headers=headers) as response:
                         assert response.status == 201, f"{url}: {await response.text()}"
                 ids.append(sealed.id)
-    finally:
-        await alice.close()
-        await bob.close()
-    state["sent"].setdefault(tag, []).extend(ids)
-    system.save(state)
-    return ids
+        return ids
+
+    return await sent_by_alice(system, tag, scene)
 
 
 async def delete_on(system: System, node: str, ids: list[str], direct: bool) -> None:

@@ -7,14 +7,14 @@ Every message a test sends is deleted before it ends: the system is left as it w
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import pytest
 
+from kuno.client.api import KunoClient
 from tests.deploy.conftest import Deployment, docker
-from tests.support.system import wait_until
+from tests.support.system import stored_message, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -63,8 +63,7 @@ def test_every_node_pulls_every_database_from_every_other(system: Deployment) ->
 async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_node(
     system: Deployment,
 ) -> None:
-    alice, bob = await system.new_user("alice"), await system.new_user("bob")
-    try:
+    async def scene(alice: KunoClient, bob: KunoClient) -> None:
         async with bob.connect() as bob_socket, alice.connect() as alice_socket:
             sent = time.monotonic()
             ack = await alice_socket.send(bob.username, "hello, online bob")
@@ -86,16 +85,16 @@ async def test_scenario_1_online_delivery_over_the_websocket_stored_on_every_nod
                     within=15,
                     what=f"{ack.id} deleted on {node} after received",
                 )
-    finally:
-        await asyncio.gather(alice.close(), bob.close())
+
+    await system.with_users(scene)
 
 
 async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_node(
     system: Deployment,
 ) -> None:
-    alice, bob = await system.new_user("alice"), await system.new_user("bob")
     texts = [f"offline message {number}" for number in range(3)]
-    try:
+
+    async def scene(alice: KunoClient, bob: KunoClient) -> None:
         # 2. bob is offline: each message is acknowledged as stored on all N nodes.
         async with alice.connect() as alice_socket:
             acks = [await alice_socket.send(bob.username, text) for text in texts]
@@ -112,33 +111,25 @@ async def test_scenarios_2_and_3_offline_storage_then_retrieval_empties_every_no
         assert sorted(inbox.nodes_answered) == sorted(system.node_urls)
         assert inbox.deleted == {ack.id: len(system.nodes) for ack in acks}
         # Afterwards every node returns an empty list and holds none of them.
-        for url in system.node_urls:
-            assert await bob._all_pages(url, bob.username) == [], url
+        await system.assert_nothing_left_for(bob)
         for node in system.nodes:
             for ack in acks:
                 assert system.live_leaves(node, ack.id) == 0, (node, ack.id)
-    finally:
-        await asyncio.gather(alice.close(), bob.close())
+
+    await system.with_users(scene)
 
 
 async def test_scenario_5_an_expired_message_is_never_returned_and_is_deleted(
     system: Deployment,
 ) -> None:
-    alice, bob = await system.new_user("alice"), await system.new_user("bob")
-    try:
+    async def scene(alice: KunoClient, bob: KunoClient) -> None:
         # A message whose 30 days are over: written on every node as the master stores it,
         # the same body everywhere, with expiresAt in the past.
         sealed = await alice.seal(bob.username, "long expired")
         now = int(time.time() * 1000)
-        expired = {
-            "id": sealed.id,
-            "senderId": alice.username,
-            "recipientId": bob.username,
-            "ciphertext": sealed.ciphertext,
-            "nonce": sealed.nonce,
-            "timestamp": now - 31 * 86_400_000,
-            "expiresAt": now - 86_400_000,
-        }
+        expired = stored_message(
+            sealed, alice.username, bob.username, now - 31 * 86_400_000, now - 86_400_000
+        )
         for node in system.nodes:
             system.put_message(node, expired)
         async with alice.connect() as alice_socket:
@@ -155,5 +146,5 @@ async def test_scenario_5_an_expired_message_is_never_returned_and_is_deleted(
                 what=f"expired {sealed.id} deleted on {node}",
             )
         await bob.delete_everywhere([live.id])
-    finally:
-        await asyncio.gather(alice.close(), bob.close())
+
+    await system.with_users(scene)

@@ -98,6 +98,22 @@ def inventory_nodes(inventory: Path = REPO / "inventories" / "local") -> list[st
     return list(hosts["all"]["children"]["couchdb_nodes"]["hosts"])
 
 
+def stored_message(
+    sealed: Any, sender: str, recipient: str, timestamp_ms: int, expires_at_ms: int
+) -> dict[str, Any]:
+    """The body the master stores on a standard node (POST /messages) for a sealed message
+    (kuno.client.api.Outgoing): times in milliseconds since the epoch."""
+    return {
+        "id": sealed.id,
+        "senderId": sender,
+        "recipientId": recipient,
+        "ciphertext": sealed.ciphertext,
+        "nonce": sealed.nonce,
+        "timestamp": timestamp_ms,
+        "expiresAt": expires_at_ms,
+    }
+
+
 # --- the system, whichever harness runs it ---------------------------------------------------
 
 
@@ -146,6 +162,13 @@ class SystemUnderTest:
             await client.close()
             raise
         return client
+
+    async def assert_nothing_left_for(self, client: Any) -> None:
+        """Every standard node returns an empty list to the client's user (asked straight,
+        page by page), and so does the client's inbox. AssertionError naming the node."""
+        for url in self.node_urls:
+            assert await client._all_pages(url, client.username or "") == [], url
+        assert (await client.inbox()).messages == []
 
     async def with_users(self, scene: Callable[[Any, Any], Awaitable[Any]]) -> Any:
         """scene(alice, bob)'s result: two fresh users, closed afterwards."""
