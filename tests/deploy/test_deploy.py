@@ -228,7 +228,6 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     # by id, the running one by tag: the same image).
     assert container_ids(UNCHANGED) == before, run.changed_tasks()
     assert "Build the images" not in run.output
-    assert run.seconds < 60
     # The first release's images, by id (the record's), so a rebuilt tag cannot change them.
     first_standard = image_id(f"kuno/standard:{deployed.release}")
     assert first_standard != image_id(f"kuno/standard:{second_release}")
@@ -239,9 +238,7 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
         assert image_id(container) == first_standard, node
         status, health = deployed.proxy(f"/{node}/health")
         assert status == 200, health
-    master = f"{PROJECT}-master"
-    assert image_id(master) == image_id(f"kuno/master:{deployed.release}")
-    assert env_of(master)["KUNO_STORAGE_ENABLED"] == "true"
+    assert image_id(f"{PROJECT}-master") == image_id(f"kuno/master:{deployed.release}")
     # Data untouched: every message stored under either release is on every node.
     assert stored <= deployed.message_ids("node1")
     for node in NODES:
@@ -260,6 +257,8 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     )
     for node in NODES:
         assert {ack.id for ack in acks} <= deployed.message_ids(node), node
+    # Last, so that a slow machine still runs every check above.
+    assert run.seconds < 60
 
 
 def test_roll_forward_and_back_recreate_only_what_differs_and_deploy_then_changes_nothing(
