@@ -24,7 +24,6 @@ from kuno.client.api import KunoClient
 from kuno.client.crypto import KeyPair
 from tests.deploy.conftest import COUCHDB_CHECKPOINT_INTERVAL_MS, PROJECT, Deployment, docker
 from tests.support.pouchdb import wait_until
-from tests.support.system import RUNNING_STATES
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -77,9 +76,7 @@ def test_a_cold_deploy_runs_every_container_healthy_behind_the_proxy(deployed: D
         assert health["node"] == node
     # The full mesh: every node pulls both databases from both others.
     for node in NODES:
-        peers = [peer for peer in NODES if peer != node]
-        expected = {f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers}
-        assert set(deployed.replications(node)) == expected
+        assert set(deployed.replications(node)) == deployed.expected_replications(node)
 
 
 def test_a_second_run_changes_nothing(deployed: Deployment) -> None:
@@ -320,10 +317,7 @@ def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_pa
         assert "KUNO_PAGE_LIMIT" not in env_of(f"{PROJECT}-standard-node1")
         nodes = [*NODES, "node4"]
         for node in nodes:
-            peers = [peer for peer in nodes if peer != node]
-            assert set(deployed.replications(node)) == {
-                f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers
-            }
+            assert set(deployed.replications(node)) == deployed.expected_replications(node, nodes)
         assert deployed.proxy("/node4/health")[0] == 200
     finally:
         deployed.inventories.remove(extra)
@@ -378,7 +372,7 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
     for node in NODES:
         wait_until(lambda node=node: stored <= deployed.message_ids(node), 30)
         assert not {ack.id for ack in unstored} & deployed.message_ids(node), node
-        assert all(state in RUNNING_STATES for state in deployed.replications(node).values())
+        assert deployed.replications_running(node), (node, deployed.replications(node))
 
 
 async def send_offline(alice: KunoClient, bob: KunoClient) -> list:

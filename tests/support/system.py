@@ -33,11 +33,11 @@ from urllib.parse import quote
 
 import yaml
 
+from kuno.common.replications import ID_PREFIX, RUNNING_STATES, pull_ids
+
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
-# Replication states that count as running (CouchDB 3's scheduler; pouchdb-server's).
-RUNNING_STATES = ("running", "triggered", "pending")
-DATABASES = ("messages", "users")
+DATABASES = ["messages", "users"]
 
 
 # --- tools ---------------------------------------------------------------------------------
@@ -305,27 +305,23 @@ class Deployed(SystemUnderTest):
         return sum(1 for leaf in self.leaves(node, message_id) if not leaf.get("_deleted"))
 
     def replications(self, node: str) -> dict[str, str]:
-        """Our replications on the node (id kuno-...) and the state its _replicator shows."""
+        """Our replications on the node (ids kuno-...) and the state its _replicator shows."""
         status, body = self.couch(node, "/_replicator/_all_docs?include_docs=true")
         if status != 200:
             raise RuntimeError(f"{node}: _replicator answered {status}: {body}")
         return {
             row["id"]: row["doc"].get("_replication_state", "")
             for row in body["rows"]
-            if row["id"].startswith("kuno-")
+            if row["id"].startswith(ID_PREFIX)
         }
 
     def expected_replications(self, node: str, nodes: list[str] | None = None) -> set[str]:
         """The full mesh's pulls on `node`: every database from every other of `nodes`."""
-        return {
-            f"kuno-{db}-from-{peer}"
-            for db in DATABASES
-            for peer in (nodes or self.nodes)
-            if peer != node
-        }
+        return set(pull_ids(DATABASES, [peer for peer in (nodes or self.nodes) if peer != node]))
 
     def replications_running(self, node: str) -> bool:
-        """The node has exactly the mesh's pulls and each of them runs."""
+        """The node has exactly the mesh's pulls and each of them runs (its state is one of
+        kuno.common.replications.RUNNING_STATES: no settle time is asked here)."""
         states = self.replications(node)
         return set(states) == self.expected_replications(node) and all(
             state in RUNNING_STATES for state in states.values()
