@@ -32,8 +32,6 @@ import base64
 import itertools
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -44,12 +42,13 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import LoadResult, closed_loop
-from bench.standard_node import start_node
+from bench.process import CpuMeter, Service, stop_all
+from bench.standard_node import node_service
 from kuno.client.crypto import KeyPair
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from tests.e2e.cluster import replicate_full_mesh
 from tests.support.messages import message_body
-from tests.support.pouchdb import PouchServer, free_port, http_json, wait_until
+from tests.support.pouchdb import PouchServer, http_json, wait_until
 
 MAX_REQUESTS = 200_000
 MESSAGES_DB = "messages"
@@ -59,43 +58,28 @@ STEADY_SOCKETS = 8
 NODES = 3
 
 
-def start_master(
+def master_service(
     servers: list[PouchServer], node_urls: list[str], private_key: Path, in_flight: int
-) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUNO_")}
-    env.update(
-        KUNO_STORE_BATCHES_IN_FLIGHT=str(in_flight),
-        KUNO_COUCHDB_URLS=",".join(server.url for server in servers),
-        KUNO_COUCHDB_USER=servers[0].user,
-        KUNO_COUCHDB_PASSWORD=servers[0].password,
-        KUNO_STANDARD_NODE_URLS=",".join(node_urls),
-        KUNO_TOKEN_PRIVATE_KEY_FILE=str(private_key),
-        KUNO_HOST="127.0.0.1",
-        KUNO_PORT=str(port),
-        KUNO_LOG_LEVEL="warning",
-        # The per-connection limit guards production; here the load is the point.
-        KUNO_SEND_BURST="100000",
-        KUNO_SEND_PER_SECOND="100000",
-        KUNO_CLIENT_BURST="1000",
-        # Registration is not measured: cheap argon2 so set-up is quick.
-        KUNO_PASSWORD_TIME_COST="1",
-        KUNO_PASSWORD_MEMORY_KIB="1024",
-        KUNO_PASSWORD_PARALLELISM="1",
+) -> Service:
+    return Service(
+        "kuno.master",
+        {
+            "KUNO_STORE_BATCHES_IN_FLIGHT": str(in_flight),
+            "KUNO_COUCHDB_URLS": ",".join(server.url for server in servers),
+            "KUNO_COUCHDB_USER": servers[0].user,
+            "KUNO_COUCHDB_PASSWORD": servers[0].password,
+            "KUNO_STANDARD_NODE_URLS": ",".join(node_urls),
+            "KUNO_TOKEN_PRIVATE_KEY_FILE": str(private_key),
+            # The per-connection limit guards production; here the load is the point.
+            "KUNO_SEND_BURST": "100000",
+            "KUNO_SEND_PER_SECOND": "100000",
+            "KUNO_CLIENT_BURST": "1000",
+            # Registration is not measured: cheap argon2 so set-up is quick.
+            "KUNO_PASSWORD_TIME_COST": "1",
+            "KUNO_PASSWORD_MEMORY_KIB": "1024",
+            "KUNO_PASSWORD_PARALLELISM": "1",
+        },
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kuno.master"], env=env, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        try:
-            return http_json("GET", url + "/health", timeout=2)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(answers, timeout=30, interval=0.1)
-    return process, url
 
 
 async def account(session: aiohttp.ClientSession, master: str, username: str) -> str:
@@ -244,32 +228,6 @@ def raw_fan_out(
     return fan_out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class CpuMeter:
-    """CPU seconds used by groups of processes since start() (replication catch-up included)."""
-
-    def __init__(self, groups: dict[str, list[int]]) -> None:
-        self.groups = groups
-        self._start: dict[str, float] = {}
-
-    def _now(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in self.groups.items()}
-
-    def start(self) -> None:
-        self._start = self._now()
-
-    def per_message(self, messages: int) -> str:
-        used = {name: value - self._start[name] for name, value in self._now().items()}
-        return "CPU ms per message: " + ", ".join(
-            f"{name} {1000 * seconds / max(1, messages):.2f}" for name, seconds in used.items()
-        )
-
-
 def node_fan_out(
     session: aiohttp.ClientSession, node_urls: list[str], private_pem: bytes
 ) -> Callable[[int], Awaitable[bool]]:
@@ -384,7 +342,7 @@ async def main() -> None:
         (root / "private.pem").write_bytes(private_pem)
         (root / "public.pem").write_bytes(public_pem)
         servers = [PouchServer(root / f"couchdb-{i}", f"couchdb-{i}") for i in range(1, NODES + 1)]
-        processes: list[subprocess.Popen] = []
+        services: list[Service] = []
         try:
             for server in servers:
                 server.start()
@@ -395,15 +353,14 @@ async def main() -> None:
                 replicate_with_options(
                     servers, [MESSAGES_DB, USERS_DB], dict(args.replication_option)
                 )
-            node_urls = []
+            # Each in the list before it starts: stopped whatever happens next.
             for server in servers:
-                process, url = start_node(server, root / "public.pem", MESSAGES_DB)
-                processes.append(process)
-                node_urls.append(url)
-            master_process, master = start_master(
-                servers, node_urls, root / "private.pem", args.in_flight
-            )
-            processes.append(master_process)
+                services.append(node_service(server, root / "public.pem", MESSAGES_DB))
+                services[-1].start()
+            node_urls = [service.url for service in services]
+            master_app = master_service(servers, node_urls, root / "private.pem", args.in_flight)
+            services.append(master_app)
+            master = master_app.start().url
 
             # Under node's 5 s keep-alive: a pooled connection is never one the server closed.
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=2)
@@ -429,8 +386,8 @@ async def main() -> None:
                 sockets = await open_sockets(session, master, tokens)
                 meter = CpuMeter(
                     {
-                        "master": [master_process.pid],
-                        "3 standard nodes": [p.pid for p in processes[:NODES]],
+                        "master": [master_app.pid],
+                        "3 standard nodes": [service.pid for service in services[:NODES]],
                         "3 pouchdb-servers": [s._process.pid for s in servers if s._process],
                     }
                 )
@@ -478,13 +435,7 @@ async def main() -> None:
                 for ws in sockets:
                     await ws.close()
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(services, timeout=15)
             for server in servers:
                 server.stop()
 

@@ -14,61 +14,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
 
-from bench.load import LoadResult, closed_loop, cpu_seconds
+from bench.load import LoadResult, closed_loop
+from bench.process import CpuMeter, Service
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
 from tests.support.messages import message_body, now_ms
-from tests.support.pouchdb import PouchServer, free_port, http_json, wait_until
+from tests.support.pouchdb import PouchServer, http_json
 from tests.support.schema import apply_schema
 
 MAX_REQUESTS = 200_000  # a bound on every load loop besides its duration
 GET_PAGE = 100
 
 
-def start_node(server: PouchServer, key_file: Path, database: str) -> tuple[subprocess.Popen, str]:
-    apply_schema(server.url, messages=database)  # as the deployment does before a node starts
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUNO_")}
-    env.update(
-        KUNO_NODE_NAME="bench",
-        KUNO_COUCHDB_URL=server.url,
-        KUNO_COUCHDB_USER=server.user,
-        KUNO_COUCHDB_PASSWORD=server.password,
-        KUNO_DATABASE=database,
-        KUNO_TOKEN_PUBLIC_KEY_FILE=str(key_file),
-        KUNO_HOST="127.0.0.1",
-        KUNO_PORT=str(port),
-        KUNO_LOG_LEVEL="warning",
-        KUNO_SWEEP_INTERVAL="3600",
+def node_service(server: PouchServer, key_file: Path, database: str) -> Service:
+    """A standard node on `server`'s `database` (BENCH_NODE_PYTHON_ARGS: extra python args),
+    the database's schema applied first, as the deployment does before a node starts."""
+    apply_schema(server.url, messages=database)
+    return Service(
+        "kuno.standard",
+        {
+            "KUNO_NODE_NAME": "bench",
+            "KUNO_COUCHDB_URL": server.url,
+            "KUNO_COUCHDB_USER": server.user,
+            "KUNO_COUCHDB_PASSWORD": server.password,
+            "KUNO_DATABASE": database,
+            "KUNO_TOKEN_PUBLIC_KEY_FILE": str(key_file),
+            "KUNO_SWEEP_INTERVAL": "3600",
+        },
+        python_args=os.environ.get("BENCH_NODE_PYTHON_ARGS", "").split(),
     )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            *os.environ.get("BENCH_NODE_PYTHON_ARGS", "").split(),
-            "-m",
-            "kuno.standard",
-        ],
-        env=env,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return http_json("GET", url + "/health", timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=30, interval=0.1)
-    return process, url
 
 
 async def post_load(
@@ -142,10 +122,11 @@ async def main() -> None:
         key_file = Path(tmp) / "public.pem"
         key_file.write_bytes(public_pem)
         server = PouchServer(Path(tmp) / "couchdb", "bench-couchdb").start()
-        node, node_url = start_node(server, key_file, "messages")
-        server.create_db("raw")
+        node = node_service(server, key_file, "messages")
         results: list[LoadResult] = []
         try:
+            node_url = node.start().url
+            server.create_db("raw")
             connector = aiohttp.TCPConnector(limit=64)
             async with aiohttp.ClientSession(connector=connector) as session:
                 print(f"# POST, {args.duration:.0f} s each, same pouchdb-server")
@@ -154,17 +135,16 @@ async def main() -> None:
                         ("raw POST /raw", server.db_url("raw"), server.auth_header, True),
                         ("node POST /messages", node_url + "/messages", master, False),
                     ):
-                        processes = {"pouchdb": server.pid, "node": node.pid, "bench": os.getpid()}
-                        before = {name: cpu_seconds(pid) for name, pid in processes.items()}
+                        meter = CpuMeter(
+                            {"pouchdb": [server.pid], "node": [node.pid], "bench": [os.getpid()]}
+                        )
+                        meter.start()
                         result = await post_load(
                             session, label, url, headers, raw, concurrency, args.duration
                         )
                         results.append(result)
                         print(result.line(), flush=True)
-                        per_request = {
-                            name: (cpu_seconds(pid) - before[name]) / max(len(result.latencies), 1)
-                            for name, pid in processes.items()
-                        }
+                        per_request = meter.per(len(result.latencies))
                         print(
                             "    CPU per request: "
                             + ", ".join(f"{n} {s * 1000:.2f} ms" for n, s in per_request.items()),
@@ -213,8 +193,7 @@ async def main() -> None:
                     results.append(result)
                     print(result.line(), flush=True)
         finally:
-            node.terminate()
-            node.wait(timeout=10)
+            node.stop(timeout=10)
             server.stop()
 
     raw32, node32 = results[2], results[3]

@@ -7,7 +7,6 @@ all of it is removed at the end, also when a test fails.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -17,15 +16,17 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.pouchdb import free_port
+from tests.support.system import REPO, Deployed, docker, docker_answers, release_version
 
-REPO = Path(__file__).resolve().parents[2]
+__all__ = ["REPO", "Deployment", "docker", "docker_answers"]
+
 ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
 PROJECT = "kunotest"
 # Given to the CouchDB containers through couchdb_env (30 s is the image's default).
@@ -35,27 +36,6 @@ RECAP = re.compile(
     r"unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)",
     re.MULTILINE,
 )
-
-
-def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(
-        ["docker", *args], capture_output=True, text=True, check=False, timeout=120
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: {result.stderr.strip()}")
-    return result.stdout.strip()
-
-
-def docker_answers() -> bool:
-    try:
-        return (
-            subprocess.run(
-                ["docker", "info"], capture_output=True, check=False, timeout=30
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @dataclass
@@ -85,14 +65,17 @@ class Run:
         return tasks
 
 
-@dataclass
-class Deployment:
-    root: Path
-    extra_vars_file: Path
-    release: str
-    proxy_port: int
-    inventories: list[Path] = field(default_factory=lambda: [REPO / "inventories" / "local"])
-    log: list[str] = field(default_factory=list)
+class Deployment(Deployed):
+    """The session's deployment: deploy.yml and the other playbooks run against it with the
+    session's extra variables (`run`, `deploy`), and the system they make (`Deployed`)."""
+
+    def __init__(self, root: Path, extra_vars_file: Path, release: str, proxy_port: int) -> None:
+        super().__init__(PROJECT, proxy_port)
+        self.root = root
+        self.extra_vars_file = extra_vars_file
+        self.release = release
+        self.inventories: list[Path] = [REPO / "inventories" / "local"]
+        self.log: list[str] = []
 
     def run(self, playbook: str, *args: str, timeout: float = 900) -> Run:
         command = [str(ANSIBLE_PLAYBOOK), playbook, "-e", f"@{self.extra_vars_file}"]
@@ -119,49 +102,6 @@ class Deployment:
         assert run.returncode == 0, run.output[-6000:]
         return run
 
-    def container(self, role: str, node: str | None = None) -> str:
-        return f"{PROJECT}-{role}-{node}" if node else f"{PROJECT}-{role}"
-
-    def address(self, container: str) -> str:
-        return docker(
-            "inspect",
-            "-f",
-            f'{{{{(index .NetworkSettings.Networks "{PROJECT}-internal").IPAddress}}}}',
-            container,
-        )
-
-    def admin_password(self) -> str:
-        return (REPO / "build" / "secrets" / f"{PROJECT}-couchdb-admin").read_text().strip()
-
-    def couchdb(self, node: str, path: str) -> tuple[int, Any]:
-        """GET on a node's CouchDB as its admin, from this host."""
-        request = urllib.request.Request(
-            f"http://{self.address(self.container('couchdb', node))}:5984{path}",
-            headers={"Accept": "application/json"},
-        )
-        password = self.admin_password()
-        token = base64.b64encode(f"admin:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read() or b"null")
-
-    def message_ids(self, node: str) -> set[str]:
-        status, body = self.couchdb(node, "/messages/_all_docs")
-        assert status == 200, body
-        return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}
-
-    def replications(self, node: str) -> dict[str, str]:
-        status, body = self.couchdb(node, "/_replicator/_all_docs?include_docs=true")
-        assert status == 200, body
-        return {
-            row["id"]: row["doc"].get("_replication_state", "")
-            for row in body["rows"]
-            if row["id"].startswith("kuno-")
-        }
-
     def record(self, host: str) -> dict[str, Any]:
         return json.loads((self.root / "releases" / f"{host}.json").read_text())
 
@@ -187,19 +127,16 @@ class Deployment:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    """One deployment for all of tests/deploy, removed after its last test (so its
+    containers do not run on beside the tests after it)."""
     if not docker_answers():
         pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
     if not ANSIBLE_PLAYBOOK.exists():
         pytest.skip("no .venv: run make venv")
     root = tmp_path_factory.mktemp("kunotest-root")
-    release = subprocess.run(
-        [str(REPO / "scripts" / "release-version")],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    release = release_version()
     proxy_port = free_port()
     extra = root.parent / "kunotest-vars.json"
     # Pinned for the whole session: other edits of the tree must not make a new release.
@@ -223,3 +160,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     finally:
         deployment.remove_everything()
         print("\n".join(["", "deployment runs:", *deployment.log]))
+
+
+def proxy_answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/node1/health", timeout=5) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def proxied(deployment: Deployment) -> Deployment:
+    """The session's deployment as the tests before left it; deployed here when they did not
+    (a module run alone)."""
+    if not proxy_answers(deployment.proxy_port):
+        run = deployment.deploy()
+        deployment.log.append(f"deploy (the proxy did not answer): {run.seconds:.1f} s")
+    return deployment

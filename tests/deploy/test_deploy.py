@@ -3,7 +3,10 @@
 One scenario, in order (each test builds on the state the previous one left): a cold
 deploy, an idempotent re-run and a check-mode run that change nothing, verify.yml, a new
 release rolled out one storage node at a time while messages are being sent (none is
-lost), rollback.yml, a fourth storage node added and removed, and the degraded mode.
+lost), rollback.yml (every message on every node, delivered online again), a failed
+start, a fourth storage node added (the good deploy after the failed one) and removed,
+and the degraded mode (online delivery, nothing stored) and its end. The one deploy
+suite: the molecule scenarios (molecule/) break a deployed system in other ways.
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ PASSWORD = "correct horse battery staple"
 
 def running_image(container: str) -> str:
     return docker("inspect", "-f", "{{.Config.Image}}", container)
+
+
+def image_id(container_or_image: str) -> str:
+    """The id (sha256:...) of a container's image, or of an image by tag."""
+    if ":" in container_or_image:
+        return docker("image", "inspect", "-f", "{{.Id}}", container_or_image)
+    return docker("inspect", "-f", "{{.Image}}", container_or_image)
 
 
 def container_ids(containers: list[str]) -> dict[str, str]:
@@ -66,9 +76,7 @@ def test_a_cold_deploy_runs_every_container_healthy_behind_the_proxy(deployed: D
         assert health["node"] == node
     # The full mesh: every node pulls both databases from both others.
     for node in NODES:
-        peers = [peer for peer in NODES if peer != node]
-        expected = {f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers}
-        assert set(deployed.replications(node)) == expected
+        assert set(deployed.replications(node)) == deployed.expected_replications(node)
 
 
 def test_a_second_run_changes_nothing(deployed: Deployment) -> None:
@@ -199,9 +207,10 @@ def test_a_new_release_restarts_storage_nodes_one_at_a_time_losing_no_message(
     acked = set(sender.acked)
     for node in NODES:
         wait_until(lambda node=node: acked <= deployed.message_ids(node), 30)
-    record = deployed.record("node1")
-    assert record["current"]["release"] == second_release
-    assert record["previous"]["release"] == deployed.release
+    for node in NODES:
+        record = deployed.record(node)
+        assert record["current"]["release"] == second_release, node
+        assert record["previous"]["release"] == deployed.release, node
 
 
 def test_rollback_returns_to_the_previous_release_without_rebuilding(
@@ -216,18 +225,37 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     # by id, the running one by tag: the same image).
     assert container_ids(UNCHANGED) == before, run.changed_tasks()
     assert "Build the images" not in run.output
-    assert run.seconds < 60
+    # The first release's images, by id (the record's), so a rebuilt tag cannot change them.
+    first_standard = image_id(f"kuno/standard:{deployed.release}")
+    assert first_standard != image_id(f"kuno/standard:{second_release}")
     for node in NODES:
         container = f"{PROJECT}-standard-{node}"
         assert env_of(container)["KUNO_LOG_LEVEL"] == "info"
         assert running_image(container).startswith("sha256:")
+        assert image_id(container) == first_standard, node
         status, health = deployed.proxy(f"/{node}/health")
         assert status == 200, health
-    # Data untouched.
+    assert image_id(f"{PROJECT}-master") == image_id(f"kuno/master:{deployed.release}")
+    # Data untouched: every message stored under either release is on every node.
     assert stored <= deployed.message_ids("node1")
-    record = deployed.record("node1")
-    assert record["current"]["release"] == deployed.release
-    assert record["previous"]["release"] == second_release
+    for node in NODES:
+        wait_until(lambda node=node: stored <= deployed.message_ids(node), 30)
+    for node in NODES:
+        record = deployed.record(node)
+        assert record["current"]["release"] == deployed.release, node
+        assert record["previous"]["release"] == second_release, node
+    # Delivered online again, and stored on every node.
+    acks = asyncio.run(
+        deployed.with_users(
+            lambda alice, bob: deployed.deliver_online(
+                alice, bob, [f"after the rollback #{n}" for n in range(3)], stored=True
+            )
+        )
+    )
+    for node in NODES:
+        assert {ack.id for ack in acks} <= deployed.message_ids(node), node
+    # Last, so that a slow machine still runs every check above.
+    assert run.seconds < 60
 
 
 def test_roll_forward_and_back_recreate_only_what_differs_and_deploy_then_changes_nothing(
@@ -276,7 +304,7 @@ def test_a_failed_start_keeps_the_previous_release_and_names_node_and_cause(
     for node in NODES:
         status, health = deployed.proxy(f"/{node}/health")
         assert status == 200, (node, health)
-    deployed.deploy()  # and a good deploy after it is fine
+    # A good deploy after it is fine: test_a_fourth_node_joins_the_mesh_and_leaves_it's.
 
 
 def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_path) -> None:
@@ -284,13 +312,12 @@ def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_pa
     extra.write_text("all:\n  children:\n    couchdb_nodes:\n      hosts:\n        node4:\n")
     deployed.inventories.append(extra)
     try:
+        # Right after the failed start: the good deploy, which node4 joins.
         deployed.deploy()
+        assert "KUNO_PAGE_LIMIT" not in env_of(f"{PROJECT}-standard-node1")
         nodes = [*NODES, "node4"]
         for node in nodes:
-            peers = [peer for peer in nodes if peer != node]
-            assert set(deployed.replications(node)) == {
-                f"kuno-{db}-from-{peer}" for db in ("messages", "users") for peer in peers
-            }
+            assert set(deployed.replications(node)) == deployed.expected_replications(node, nodes)
         assert deployed.proxy("/node4/health")[0] == 200
     finally:
         deployed.inventories.remove(extra)
@@ -318,6 +345,16 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
         assert docker("inspect", "-f", running, f"{PROJECT}-standard-{node}") == "false"
         # CouchDB stays up: it holds the master's accounts.
         assert docker("inspect", "-f", running, f"{PROJECT}-couchdb-{node}") == "true"
+    for node in NODES:
+        wait_until(lambda node=node: deployed.couch(node, "/")[0] == 200, 60, 1)
+    # Online delivery goes on, acknowledged as not stored.
+    unstored = asyncio.run(
+        deployed.with_users(
+            lambda alice, bob: deployed.deliver_online(
+                alice, bob, [f"storage disabled #{n}" for n in range(5)], stored=False
+            )
+        )
+    )
 
     couchdb = [f"{PROJECT}-couchdb-{node}" for node in NODES]
     before = container_ids(couchdb)
@@ -328,3 +365,20 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
     assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "true"
     run = deployed.run("playbooks/verify.yml")
     assert run.returncode == 0, run.output[-4000:]
+    # Storage works again: messages to an offline recipient reach every node; none of
+    # those sent while it was disabled is on any.
+    acks = asyncio.run(deployed.with_users(send_offline))
+    stored = {ack.id for ack in acks}
+    for node in NODES:
+        wait_until(lambda node=node: stored <= deployed.message_ids(node), 30)
+        assert not {ack.id for ack in unstored} & deployed.message_ids(node), node
+        assert deployed.replications_running(node), (node, deployed.replications(node))
+
+
+async def send_offline(alice: KunoClient, bob: KunoClient) -> list:
+    """alice sends bob (offline) 10 messages, each acknowledged as stored on a node at least."""
+    async with alice.connect() as socket:
+        acks = [await socket.send(bob.username, f"after the restore #{n}") for n in range(10)]
+    for ack in acks:
+        assert not ack.delivered and ack.stored >= 1, ack
+    return acks

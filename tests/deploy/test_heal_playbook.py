@@ -8,7 +8,6 @@ import re
 import pytest
 
 from tests.deploy.conftest import Deployment
-from tests.deploy.test_proxy_errors import proxied  # noqa: F401 - the deployed system
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -17,7 +16,7 @@ REPLICATIONS = NODES * (NODES - 1) * 2  # messages and users, from each other no
 
 
 def test_heal_reads_every_source_and_changes_nothing_on_a_healthy_mesh(
-    proxied: Deployment,  # noqa: F811
+    proxied: Deployment,
 ) -> None:
     run = proxied.run("playbooks/heal.yml", "-v")
     assert run.returncode == 0, run.output[-6000:]

@@ -3,8 +3,7 @@
 Requests nginx refuses itself (a `%00` or a bad `%` escape in the path, a body over its
 limit, an unknown path, a storage node that is down) get `{"error", "reason"}` JSON with
 the status and `Content-Type: application/json`; the services' own errors pass through
-untouched. Uses the session's deployment: deployed by tests/deploy/test_deploy.py when it
-ran first, else here.
+untouched. Uses the session's deployment as the tests before left it (`proxied`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-import urllib.request
 from typing import Any
 
 import pytest
@@ -21,22 +19,6 @@ from tests.deploy.conftest import PROJECT, Deployment, docker
 from tests.support.pouchdb import wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
-
-
-def proxy_answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/node1/health", timeout=5) as reply:
-            return reply.status == 200
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def proxied(deployment: Deployment) -> Deployment:
-    if not proxy_answers(deployment.proxy_port):
-        run = deployment.deploy()
-        deployment.log.append(f"deploy for the proxy's errors: {run.seconds:.1f} s")
-    return deployment
 
 
 def raw(port: int, head: str, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:

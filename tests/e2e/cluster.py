@@ -22,6 +22,7 @@ from kuno.standard.app import create_app as create_standard
 from kuno.standard.config import StandardSettings
 from tests.support.pouchdb import PouchServer, credentials_for, free_port, http_json
 from tests.support.schema import apply_schema
+from tests.support.system import SystemUnderTest
 
 # Cheap argon2 for tests: the hashing itself is argon2-cffi's, the cost is configuration.
 FAST_PASSWORDS: dict[str, Any] = {
@@ -150,8 +151,8 @@ def master_settings(
     return MasterSettings(**values)
 
 
-class Cluster:
-    """N standard nodes on N CouchDB servers and one master, all on 127.0.0.1."""
+class Cluster(SystemUnderTest):
+    """N standard nodes (node1...) on N CouchDB servers and one master, all on 127.0.0.1."""
 
     def __init__(
         self,
@@ -166,24 +167,29 @@ class Cluster:
         self.users_db = users_db
         self.public_key_file = public_key_file
         self.private_key_file = private_key_file
-        self.nodes = [RunningApp() for _ in servers]
+        self.apps = [RunningApp() for _ in servers]
+        self.nodes = [f"node{index + 1}" for index in range(len(servers))]
         self.master = RunningApp()
 
     @property
+    def base_url(self) -> str:
+        return self.master.url
+
+    @property
     def node_urls(self) -> list[str]:
-        return [node.url for node in self.nodes]
+        return [app.url for app in self.apps]
 
     async def start_node(self, index: int) -> None:
         settings = standard_settings(
-            self.servers[index], f"node{index + 1}", self.messages_db, self.public_key_file
+            self.servers[index], self.nodes[index], self.messages_db, self.public_key_file
         )
-        await self.nodes[index].start(create_standard(settings))
+        await self.apps[index].start(create_standard(settings))
 
     async def stop_node(self, index: int) -> None:
-        await self.nodes[index].stop()
+        await self.apps[index].stop()
 
     async def start(self, **master_overrides: Any) -> Cluster:
-        for index in range(len(self.nodes)):
+        for index in range(len(self.apps)):
             await self.start_node(index)
         settings = master_settings(
             [server.url for server in self.servers],
@@ -197,12 +203,17 @@ class Cluster:
 
     async def stop(self) -> None:
         await self.master.stop()
-        for node in self.nodes:
-            await node.stop()
+        for app in self.apps:
+            await app.stop()
 
-    def stored_on(self, message_id: str) -> list[bool]:
-        """Whether each CouchDB server holds the message (live, not deleted)."""
-        return [
-            http_json("GET", f"{server.db_url(self.messages_db)}/{message_id}")[0] == 200
-            for server in self.servers
-        ]
+    def _server(self, node: str) -> PouchServer:
+        return self.servers[self.nodes.index(node)]
+
+    def holds(self, node: str, message_id: str) -> bool:
+        url = f"{self._server(node).db_url(self.messages_db)}/{message_id}"
+        return http_json("GET", url)[0] == 200
+
+    def message_ids(self, node: str) -> set[str]:
+        status, body = http_json("GET", f"{self._server(node).db_url(self.messages_db)}/_all_docs")
+        assert status == 200, body
+        return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}

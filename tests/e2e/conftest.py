@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from kuno.client.api import KunoClient
-from kuno.client.crypto import KeyPair
-from tests.e2e.cluster import Cluster, replicate_full_mesh, unique
+from tests.e2e.cluster import Cluster, replicate_full_mesh
 from tests.support.pouchdb import RUN_PREFIX, PouchServer
 
 PASSWORD = "correct horse battery"
@@ -64,11 +63,8 @@ async def new_user(cluster: Cluster) -> AsyncIterator[UserFactory]:
     clients: list[KunoClient] = []
 
     async def make(name: str) -> KunoClient:
-        client = KunoClient(cluster.master.url, cluster.node_urls, node_timeout=2.0)
+        client = await cluster.new_user(name, PASSWORD, node_timeout=2.0)
         clients.append(client)
-        username = unique(name)
-        await client.register(username, PASSWORD, KeyPair.generate())
-        await client.login(username, PASSWORD)
         return client
 
     yield make

@@ -45,9 +45,7 @@ async def test_scenario_1_received_deletes_the_message_from_every_node(
         await bob_socket.received(message.id)
         await eventually(lambda: cluster.stored_on(ack.id) == [False, False, False], within=10)
     # Not fetched again later: every node's list for bob is empty.
-    for url in cluster.node_urls:
-        assert await node_ids(bob, url) == []
-    assert (await bob.inbox()).messages == []
+    await cluster.assert_nothing_left_for(bob)
 
 
 async def test_scenario_2_offline_recipient_message_is_on_every_node(
@@ -81,9 +79,7 @@ async def test_scenario_3_inbox_dedupes_decrypts_orders_then_empties_every_node(
     ]
     assert sorted(inbox.nodes_answered) == sorted(cluster.node_urls)
     assert inbox.deleted == {ack.id: 3 for ack in sent}
-    for url in cluster.node_urls:
-        assert await node_ids(bob, url) == []
-    assert (await bob.inbox()).messages == []
+    await cluster.assert_nothing_left_for(bob)
 
 
 async def test_scenario_3_inbox_pages_through_more_than_one_page(
@@ -96,8 +92,7 @@ async def test_scenario_3_inbox_pages_through_more_than_one_page(
     inbox = await bob.inbox()
     assert [m.text for m in inbox.messages] == [f"message {i}" for i in range(11)]
     assert [m.id for m in inbox.messages] == [ack.id for ack in acks]
-    for url in cluster.node_urls:
-        assert await node_ids(bob, url) == []
+    await cluster.assert_nothing_left_for(bob)
 
 
 async def test_scenario_3_an_undecryptable_message_is_reported_and_removed(

@@ -5,35 +5,28 @@ proves its scenario and removes everything it made.
     .venv/bin/pytest tests/molecule            # all of them, one after the other
     .venv/bin/pytest tests/molecule -k partition
 
-They share the images (built by the first converge, reused by the others) and one release
-version, fixed for the session even when the working tree changes meanwhile.
+They share the images (built once: by tests/deploy when it ran first, else by the first
+converge; reused by the others) and one release version, fixed for the session even when the
+working tree changes meanwhile. Their configuration is .config/molecule/config.yml, merged
+under each molecule.yml.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.system import REPO, docker_answers, release_version
+
 VENV_BIN = REPO / ".venv" / "bin"
 SCENARIOS = sorted(path.parent.name for path in (REPO / "molecule").glob("*/molecule.yml"))
 SCENARIO_TIMEOUT = 1500  # seconds; a stuck scenario fails instead of hanging the suite
 
 pytestmark = pytest.mark.slow
-
-
-def docker_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -42,15 +35,7 @@ def molecule_env() -> dict[str, str]:
         pytest.skip("no molecule in .venv: run make venv")
     if not docker_answers():
         pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
-    release = (
-        os.environ.get("KUNO_RELEASE")
-        or subprocess.run(
-            [str(REPO / "scripts" / "release-version")],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    )
+    release = os.environ.get("KUNO_RELEASE") or release_version()
     return dict(
         os.environ,
         PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
