@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from kuno.common import couch
 from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys, validation
+from kuno.standard.mesh import health_links, links_failing
 from kuno.standard.store import Cursor
 from kuno.standard.validation import query_int, query_value
 
@@ -150,8 +152,13 @@ def _path_user_id(request: web.Request) -> str:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
+    """200 `{"node", "status": "ok" | "degraded", "couchdb", "replications", "links",
+    "mesh"}`, or 503 with `"status": "down"` when CouchDB is unreachable. `degraded`: a
+    replication fails, or one of this node's expected links (KUNO_PEERS x
+    KUNO_REPLICATED_DATABASES) is missing, failing or stalled; `links` names them."""
     settings = request.app[keys.SETTINGS]
     client = request.app[keys.COUCH]
+    mesh = request.app[keys.MESH]
     try:
         info = await client.server_info()
         replications = await couch.replication_states(client)
@@ -165,14 +172,36 @@ async def health(request: web.Request) -> web.Response:
             },
             status=503,
         )
+    await mesh.look()
+    links = health_links(mesh)
     healthy = not any(r["state"] in FAILING_REPLICATION_STATES for r in replications)
+    healthy = healthy and not links_failing(mesh)
+    databases = len(settings.replicated_databases)
     return web.json_response(
         {
             "node": settings.node_name,
             "status": "ok" if healthy else "degraded",
             "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
             "replications": replications,
+            "links": links,
+            "mesh": {
+                "nodes": mesh.nodes,
+                # Over the whole mesh; this node answers for the links into it.
+                "links_expected": mesh.nodes * (mesh.nodes - 1) * databases,
+                "complete": links["running"] == links["expected"],
+            },
         }
+    )
+
+
+@routes.get("/status")
+async def status(request: web.Request) -> web.Response:
+    """/health without the details, for the public (the proxy's `/nodeN/health`):
+    `{"node", "status"}` with /health's status code."""
+    response = await health(request)
+    body = json.loads(response.text or "{}")
+    return web.json_response(
+        {"node": body["node"], "status": body["status"]}, status=response.status
     )
 
 
