@@ -262,3 +262,20 @@ async def test_with_the_watchdog_off_a_stalled_link_is_only_reported(
     assert sample(metrics, "kuno_replication_watchdog_enabled") == 0
     assert sample(metrics, "kuno_replication_link_stalled", source="node2") == 1
     assert sample(metrics, "kuno_replication_watchdog_restarts_total") is None
+
+
+async def test_status_is_health_without_the_details(start_node, server_pair, database):
+    node1, node2 = server_pair
+    node1.create_db(database)
+    node = await start_node(
+        node1, node_name="node1", peers=["node2"], replicated_databases=[database]
+    )
+    health = await (await node.get("/health")).json()
+    assert health["status"] == "degraded" and health["links"]["missing"]
+    response = await node.get("/status")
+    assert response.status == 200
+    assert await response.json() == {"node": "node1", "status": "degraded"}
+    node1.stop()
+    response = await node.get("/status")
+    assert response.status == 503
+    assert await response.json() == {"node": "node1", "status": "down"}
