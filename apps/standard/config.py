@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, FilePath, ValidationInfo, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    FilePath,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import NoDecode
 
 from kuno.common.settings import Port, ServiceSettings, split_list
@@ -15,9 +22,13 @@ NODE_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 DATABASE_PATTERN = r"^[a-z][a-z0-9_$()+/-]*$"
 # Lists are JSON or comma-separated.
 NodeNames = Annotated[
-    list[Annotated[str, Field(pattern=NODE_NAME_PATTERN, max_length=64)]], NoDecode
+    list[Annotated[str, Field(pattern=NODE_NAME_PATTERN, max_length=64)]],
+    NoDecode,
+    BeforeValidator(split_list),
 ]
-DatabaseNames = Annotated[list[Annotated[str, Field(pattern=DATABASE_PATTERN)]], NoDecode]
+DatabaseNames = Annotated[
+    list[Annotated[str, Field(pattern=DATABASE_PATTERN)]], NoDecode, BeforeValidator(split_list)
+]
 
 
 class StandardSettings(ServiceSettings):
@@ -50,11 +61,6 @@ class StandardSettings(ServiceSettings):
     replication_stall_seconds: float = Field(default=120.0, gt=0)
     #: Restart stalled links (false: only report them).
     replication_watchdog: bool = True
-
-    @field_validator("peers", "replicated_databases", mode="before")
-    @classmethod
-    def _split(cls, value: Any) -> Any:
-        return split_list(value)
 
     @field_validator("peers")
     @classmethod

@@ -39,7 +39,7 @@ def test_health_through_the_proxy_is_the_status_only(deployment: Deployment) -> 
         inside = docker(
             "exec",
             f"{PROJECT}-standard-{node}",
-            "python",
+            "python3",
             "-c",
             "import urllib.request as u; print(u.urlopen('http://127.0.0.1:4001/health').read().decode())",
         )

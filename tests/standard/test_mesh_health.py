@@ -31,13 +31,7 @@ async def test_health_and_metrics_name_a_missing_link(start_node, server_pair, d
     node1, node2 = server_pair
     for server in server_pair:
         server.create_db(database)
-    node = await start_node(
-        node1,
-        node_name="node1",
-        peers=["node2"],
-        replicated_databases=[database],
-        replication_poll_interval=0.2,
-    )
+    node = await node_of(start_node, node1, database)
     link = {"database": database, "source": "node2", "target": "node1"}
     doc_id = f"kuno-{database}-from-node2"
 
@@ -87,6 +81,19 @@ async def test_health_and_metrics_name_a_missing_link(start_node, server_pair, d
     health = await eventually(missing)
     assert health["status"] == "degraded"
     assert health["mesh"]["complete"] is False
+
+
+async def node_of(start_node, couchdb: PouchServer, database: str, **overrides):
+    """The standard node "node1" on `couchdb`, expecting a pull of `database` from
+    "node2", looking at it every 0.2 s."""
+    return await start_node(
+        couchdb,
+        node_name="node1",
+        peers=["node2"],
+        replicated_databases=[database],
+        replication_poll_interval=0.2,
+        **overrides,
+    )
 
 
 class FreezingRelay:
@@ -155,14 +162,7 @@ async def test_a_stalled_link_is_reported_and_counted_once_per_stall_window(
     restart is tests/standard/test_watchdog.py."""
     node1, node2 = server_pair
     doc_id = await stalling_link(node1, node2, database, relay)
-    node = await start_node(
-        node1,
-        node_name="node1",
-        peers=["node2"],
-        replicated_databases=[database],
-        replication_poll_interval=0.2,
-        replication_stall_seconds=2,
-    )
+    node = await node_of(start_node, node1, database, replication_stall_seconds=2)
     link = {"database": database, "source": "node2", "target": "node1"}
     await stall(node1, node2, database, relay)
     _, before = http_json("GET", f"{node1.url}/_replicator/{doc_id}")
@@ -240,14 +240,8 @@ async def test_with_the_watchdog_off_a_stalled_link_is_only_reported(
 ):
     node1, node2 = server_pair
     doc_id = await stalling_link(node1, node2, database, relay)
-    node = await start_node(
-        node1,
-        node_name="node1",
-        peers=["node2"],
-        replicated_databases=[database],
-        replication_poll_interval=0.2,
-        replication_stall_seconds=2,
-        replication_watchdog=False,
+    node = await node_of(
+        start_node, node1, database, replication_stall_seconds=2, replication_watchdog=False
     )
     await stall(node1, node2, database, relay)
 
@@ -265,11 +259,9 @@ async def test_with_the_watchdog_off_a_stalled_link_is_only_reported(
 
 
 async def test_status_is_health_without_the_details(start_node, server_pair, database):
-    node1, node2 = server_pair
+    node1, _ = server_pair
     node1.create_db(database)
-    node = await start_node(
-        node1, node_name="node1", peers=["node2"], replicated_databases=[database]
-    )
+    node = await node_of(start_node, node1, database)
     health = await (await node.get("/health")).json()
     assert health["status"] == "degraded" and health["links"]["missing"]
     response = await node.get("/status")
