@@ -20,6 +20,8 @@ def get(url: str) -> tuple[int, bytes]:
             return reply.status, reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except OSError as exc:  # nothing deployed yet
+        return 0, str(exc).encode()
 
 
 def test_health_through_the_proxy_is_the_status_only(deployment: Deployment) -> None:
