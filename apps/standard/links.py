@@ -21,11 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: States in which a link carries changes: CouchDB 3's scheduler, pouchdb-server.
-RUNNING_STATES = frozenset({"running", "triggered"})
-#: States that mean trouble: CouchDB 3's scheduler and pouchdb-server's `_replication_state`.
-FAILING_STATES = frozenset({"crashing", "failed", "error"})
-#: An expected link without its document.
+from kuno.common import replications
+from kuno.common.replications import RUNNING_STATES
+
+#: An expected link without its document (a state and a condition of our own).
 MISSING = "missing"
 #: The progress counters of a CouchDB 3 job's `info`: any change is progress.
 PROGRESS_COUNTERS = (
@@ -48,7 +47,7 @@ class LinkName:
     target: str
 
     def doc_id(self, prefix: str) -> str:
-        return f"{prefix}{self.database}-from-{self.source}"
+        return replications.replication_id(self.database, self.source, prefix)
 
 
 def expected_links(node: str, peers: Iterable[str], databases: Iterable[str]) -> list[LinkName]:
@@ -185,6 +184,15 @@ class LinkStatus:
     def running(self) -> bool:
         return self.reading.state in RUNNING_STATES
 
+    @property
+    def condition(self) -> str:
+        """`missing`, or kuno.common.replications.classify()'s condition (no settle time is
+        tracked here: a running link is `settling` unless stalled)."""
+        if self.reading.state == MISSING:
+            return MISSING
+        state = None if self.reading.state == "unknown" else self.reading.state
+        return replications.classify(state, self.reading.reason, stalled=self.stalled)
+
     def as_json(self) -> dict[str, Any]:
         reading = self.reading
         return {
@@ -192,6 +200,7 @@ class LinkStatus:
             "database": self.name.database,
             "source": self.name.source,
             "state": reading.state,
+            "condition": self.condition,
             "changes_pending": reading.changes_pending,
             **({"pending_unknown": reading.pending_unknown} if reading.pending_unknown else {}),
             "progress_age_seconds": round(self.progress_age, 1),

@@ -22,9 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from yarl import URL
 
-from kuno.common import couch
+from kuno.common import couch, replications
 from kuno.standard.links import (
-    FAILING_STATES,
     MISSING,
     LinkName,
     LinkStatus,
@@ -313,10 +312,9 @@ def health_links(monitor: MeshMonitor) -> dict[str, Any]:
 
 
 def links_failing(monitor: MeshMonitor) -> bool:
-    return any(
-        link.reading.state in FAILING_STATES or link.reading.state == MISSING or link.stalled
-        for link in monitor.view.links
-    )
+    """Whether a link into this node is missing, failed or stalled."""
+    trouble = (MISSING, replications.FAILED, replications.STALLED)
+    return any(link.condition in trouble for link in monitor.view.links)
 
 
 def register_metrics(registry: CollectorRegistry, monitor: MeshMonitor, watchdog: bool) -> None:

@@ -234,3 +234,15 @@ def test_standin_stall_a_checkpoint_that_does_not_move_while_the_source_grows() 
     assert status.stalled
     [status] = links.update(read_pouchdb([pouch_doc()], {key: 90}, {key: 90}), now=STALL + 1)
     assert not status.stalled and status.progress_age == 0
+
+
+def test_conditions_are_the_common_classification() -> None:
+    docs, jobs = scheduler("pending", changes_pending=3)
+    docs["docs"][0]["info"]["error"] = "changes_reader_died"  # pending after a crash
+    jobs["jobs"][0]["info"]["error"] = "changes_reader_died"
+    [status] = tracker().update(read_couchdb(docs, jobs), now=0.0)
+    assert status.condition == "failed"
+    [status] = tracker().update(read_couchdb(*scheduler()), now=0.0)
+    assert status.condition == "settling"  # running: no settle time is tracked here
+    [status] = tracker().update({}, now=0.0)
+    assert status.condition == MISSING
