@@ -22,20 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kuno.common import replications
-from kuno.common.replications import RUNNING_STATES
+from kuno.common.replications import PROGRESS_COUNTERS, RUNNING_STATES
 
 #: An expected link without its document (a state and a condition of our own).
 MISSING = "missing"
-#: The progress counters of a CouchDB 3 job's `info`: any change is progress.
-PROGRESS_COUNTERS = (
-    "revisions_checked",
-    "missing_revisions_found",
-    "docs_read",
-    "docs_written",
-    "doc_write_failures",
-    "checkpointed_source_seq",
-    "through_seq",
-)
 
 
 @dataclass(frozen=True, order=True)
