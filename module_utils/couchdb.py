@@ -161,7 +161,9 @@ def with_userinfo(url, user, password):
     userinfo = quote(user, safe="")
     if password is not None:
         userinfo += ":" + quote(password, safe="")
-    return urlunsplit((parts.scheme, userinfo + "@" + parts.netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, userinfo + "@" + parts.netloc, parts.path, parts.query, parts.fragment)
+    )
 
 
 def check_plain_url(url):
@@ -200,7 +202,9 @@ class CouchDBClient:
         """(status, decoded body) of a request; raises CouchDBError on 4xx/5xx or no answer."""
         url = self.base_url + path
         if query:
-            url += "?" + "&".join("%s=%s" % (key, quote(str(value), safe="")) for key, value in query.items())
+            url += "?" + "&".join(
+                "%s=%s" % (key, quote(str(value), safe="")) for key, value in query.items()
+            )
         data = None if body is None else json.dumps(body)
         # pouchdb-server answers text/plain unless JSON is asked for.
         headers = {"Accept": "application/json", "Content-Type": "application/json"}

@@ -31,6 +31,7 @@ from ansible.module_utils.couchdb import (
 from ansible.module_utils.replications import (
     COMPLETED,
     FAILED,
+    PROGRESS_COUNTERS,
     RUNNING,
     SETTLE_SECONDS,
     SETTLING,
@@ -97,19 +98,6 @@ def scheduler_reason(info):
     if isinstance(info, str):
         return info
     return None
-
-
-# CouchDB 3's counters of a job (info in /_scheduler/docs); any change is progress.
-PROGRESS_COUNTERS = (
-    "revisions_checked",
-    "missing_revisions_found",
-    "docs_read",
-    "docs_written",
-    "doc_write_failures",
-    "source_seq",
-    "through_seq",
-    "checkpointed_source_seq",
-)
 
 
 # --- the flavours ----------------------------------------------------------------------------
@@ -214,7 +202,9 @@ class CouchDBReplicator(Replicator):
     name = FLAVOUR_COUCHDB
 
     def report(self, doc_id):
-        return self.client.get_or_none("/_scheduler/docs" + self.db_path + "/" + quote_segment(doc_id))
+        return self.client.get_or_none(
+            "/_scheduler/docs" + self.db_path + "/" + quote_segment(doc_id)
+        )
 
     def reports(self):
         listing = self.client.get("/_scheduler/docs" + self.db_path) or {}
@@ -247,7 +237,9 @@ class CouchDBReplicator(Replicator):
         if not selector:
             return
         parts = urlsplit(source)
-        root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/").rsplit("/", 1)[0], "", ""))
+        root = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path.rstrip("/").rsplit("/", 1)[0], "", "")
+        )
         try:
             source_is_pouchdb = source_client(root).flavour == FLAVOUR_POUCHDB
         except CouchDBError:
@@ -463,7 +455,9 @@ class ReplicationJob:
 
     def status(self, settle_seconds, written_at=None):
         report = self.replicator.report(self.doc_id)
-        return settle_replication(report, self.replicator.client.server_time, settle_seconds, written_at)
+        return settle_replication(
+            report, self.replicator.client.server_time, settle_seconds, written_at
+        )
 
     def wait(self, continuous, settle_seconds, timeout, written_at=None):
         """Poll until the replication has stayed running for settle_seconds with no error (or,
@@ -477,21 +471,31 @@ class ReplicationJob:
         )
         if status["verdict"] == FAILED:
             raise ReplicationError(
-                "Replication %r is %s: %s" % (self.doc_id, status["state"], status["reason"] or "no reason given")
+                "Replication %r is %s: %s"
+                % (self.doc_id, status["state"], status["reason"] or "no reason given")
             )
         if not done:
             running = ""
             if status["running_for"] is not None:
-                running = ", running for %.1f s of the settle time %s s" % (status["running_for"], settle_seconds)
+                running = ", running for %.1f s of the settle time %s s" % (
+                    status["running_for"],
+                    settle_seconds,
+                )
             raise ReplicationError(
                 "Replication %r did not settle within %s s (state: %s%s)"
                 % (self.doc_id, timeout, status["state"], running)
             )
-        return dict(state=status["state"], reason=status["reason"], running_for=status["running_for"])
+        return dict(
+            state=status["state"], reason=status["reason"], running_for=status["running_for"]
+        )
 
 
 def endpoint_client(url, user, password, params):
     """A CouchDBClient of an endpoint server with the task's timeout and certificate checks."""
     return CouchDBClient(
-        url, user=user, password=password, timeout=params["timeout"], validate_certs=params["validate_certs"]
+        url,
+        user=user,
+        password=password,
+        timeout=params["timeout"],
+        validate_certs=params["validate_certs"],
     )

@@ -44,6 +44,19 @@ RUNNING_STATES = ("running", "triggered")
 FAILED_STATES = ("crashing", "failed", "error")
 COMPLETED_STATE = "completed"
 
+# CouchDB 3's counters of a job (`info` in /_scheduler/docs and /_scheduler/jobs); any change
+# is progress.
+PROGRESS_COUNTERS = (
+    "revisions_checked",
+    "missing_revisions_found",
+    "docs_read",
+    "docs_written",
+    "doc_write_failures",
+    "source_seq",
+    "through_seq",
+    "checkpointed_source_seq",
+)
+
 # Seconds a replication must have stayed running, with no error in its job info, before it
 # counts as running. CouchDB 3.5 showed a pull whose source refuses its credentials as
 # running for 2.4-5.4 s, then crashing (replication_auth_error).

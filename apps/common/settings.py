@@ -6,8 +6,9 @@ names the variable, never its value (it may be a password).
 
 from __future__ import annotations
 
+import json
 import sys
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,6 +22,17 @@ class KunoSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, extra="ignore", frozen=True, case_sensitive=False
     )
+
+
+def split_list(value: Any) -> Any:
+    """A list variable's text as a list: JSON (`["a", "b"]`) or comma-separated (`a, b`);
+    any other value as it is (for a field_validator(mode="before") with NoDecode)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
 
 
 #: A TCP port; each service gives its own default.

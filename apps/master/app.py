@@ -70,6 +70,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
                     settings.store_batches_in_flight,
                 ),
             )
+            app[keys.ROUTING_METRICS].deliveries.storage_nodes.set(len(settings.node_urls))
             log.info(
                 "storing every message on every standard node",
                 extra={"nodes": nodes.labels, "timeout": settings.store_timeout},

@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AnyHttpUrl, Field, FilePath, ValidationInfo, field_validator
 from pydantic_settings import NoDecode
 
-from kuno.common.settings import Port, ServiceSettings
+from kuno.common.settings import Port, ServiceSettings, split_list
 from kuno.common.tokens import load_private_key
 
 # A list variable is either JSON (`["http://a", "http://b"]`) or comma-separated.
 UrlList = Annotated[list[AnyHttpUrl], NoDecode]
-
-
-def split_list(value: Any) -> Any:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
 
 
 class MasterSettings(ServiceSettings):

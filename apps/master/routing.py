@@ -35,6 +35,7 @@ from kuno.common.protocol import (
 )
 from kuno.common.tokens import TokenSigner
 from kuno.master.fanout import StandardNodes
+from kuno.master.metrics import DeliveryMetrics
 from kuno.master.users import UserDirectory
 
 log = logging.getLogger("kuno.master.routing")
@@ -65,6 +66,7 @@ class RoutingMetrics:
         self.connections = Gauge(
             "kuno_master_websockets", "Open authenticated WebSockets", registry=registry
         )
+        self.deliveries = DeliveryMetrics(registry)
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,7 @@ class Router:
             return AckFrame(
                 id=frame.id, delivered=outcome.delivered, stored=0, nodes=0, storage="disabled"
             )
+        self.metrics.deliveries.observe(outcome.stored, outcome.nodes)
         if outcome.stored == 0:
             raise FrameError(
                 "not_stored",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -13,8 +14,11 @@ from kuno.common.tokens import TokenVerifier, load_public_key
 from kuno.common.web import client_session, retry_until_ready, service_app
 from kuno.standard import keys
 from kuno.standard.config import StandardSettings
+from kuno.standard.links import expected_links
+from kuno.standard.mesh import MeshMonitor, register_metrics
 from kuno.standard.store import MessageStore, StoreMetrics
 from kuno.standard.views import now_ms, routes
+from kuno.standard.watchdog import Watchdog
 
 log = logging.getLogger("kuno.standard")
 
@@ -36,6 +40,7 @@ def create_app(settings: StandardSettings) -> web.Application:
     app.cleanup_ctx.append(
         retry_until_ready("maintenance", _check_schema, SCHEMA_RETRY_SECONDS, then=_sweep)
     )
+    app.cleanup_ctx.append(_watch_links)
     return app
 
 
@@ -50,6 +55,18 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.couchdb_timeout,
         )
         app[keys.COUCH] = client
+        app[keys.MESH] = MeshMonitor(
+            client,
+            session,
+            settings.node_name,
+            nodes=len(settings.peers) + 1,
+            links=expected_links(settings.node_name, settings.peers, settings.replicated_databases),
+            databases=sorted({settings.database, *settings.replicated_databases}),
+            id_prefix=settings.replication_id_prefix,
+            stall_seconds=settings.replication_stall_seconds,
+            timeout=settings.couchdb_timeout,
+        )
+        register_metrics(app[keys.REGISTRY], app[keys.MESH], settings.replication_watchdog)
         app[keys.STORE] = MessageStore(
             client,
             settings.database,
@@ -91,3 +108,30 @@ async def _sweep(app: web.Application) -> None:
             continue
         if swept:
             log.info("swept expired messages", extra={"count": swept})
+
+
+async def _watch_links(app: web.Application) -> AsyncIterator[None]:
+    """Look at the replication links every poll interval; restart stalled ones unless the
+    watchdog is off (KUNO_REPLICATION_WATCHDOG=false)."""
+    settings, mesh = app[keys.SETTINGS], app[keys.MESH]
+    watchdog = (
+        Watchdog(app[keys.COUCH], app[keys.REGISTRY], settings.replication_stall_seconds)
+        if settings.replication_watchdog
+        else None
+    )
+
+    async def watch() -> None:
+        while True:
+            try:
+                view = await mesh.look()
+                if watchdog is not None and view.couchdb_up:
+                    await watchdog.check(view.links, view.flavour)
+            except Exception:
+                log.exception("looking at the replication links failed")
+            await asyncio.sleep(settings.replication_poll_interval)
+
+    task = asyncio.create_task(watch(), name="links")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

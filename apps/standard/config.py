@@ -3,18 +3,39 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AnyHttpUrl, Field, FilePath, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BeforeValidator,
+    Field,
+    FilePath,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import NoDecode
 
-from kuno.common.settings import Port, ServiceSettings
+from kuno.common.settings import Port, ServiceSettings, split_list
 from kuno.common.tokens import load_public_key
+
+NODE_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+DATABASE_PATTERN = r"^[a-z][a-z0-9_$()+/-]*$"
+# Lists are JSON or comma-separated.
+NodeNames = Annotated[
+    list[Annotated[str, Field(pattern=NODE_NAME_PATTERN, max_length=64)]],
+    NoDecode,
+    BeforeValidator(split_list),
+]
+DatabaseNames = Annotated[
+    list[Annotated[str, Field(pattern=DATABASE_PATTERN)]], NoDecode, BeforeValidator(split_list)
+]
 
 
 class StandardSettings(ServiceSettings):
-    node_name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    node_name: str = Field(min_length=1, max_length=64, pattern=NODE_NAME_PATTERN)
     couchdb_url: AnyHttpUrl
     couchdb_timeout: float = Field(default=5.0, gt=0, le=120)
-    database: str = Field(default="messages", pattern=r"^[a-z][a-z0-9_$()+/-]*$")
+    database: str = Field(default="messages", pattern=DATABASE_PATTERN)
     token_public_key_file: FilePath
     #: POST /messages/batch: at most this many messages and this many body bytes (a single
     #: message always fits, whatever this says).
@@ -28,6 +49,27 @@ class StandardSettings(ServiceSettings):
     sweep_interval: float = Field(default=300.0, gt=0)
     sweep_batch: int = Field(default=500, ge=1, le=10000)
     port: Port = 4001
+    #: The other storage nodes of the mesh, by node name: each should pull every
+    #: replicated database from each (the replication role's `kuno-<db>-from-<peer>`).
+    #: Empty: no link is expected, none is missing.
+    peers: NodeNames = Field(default_factory=list, validate_default=True)
+    replicated_databases: DatabaseNames = Field(default_factory=lambda: ["messages", "users"])
+    replication_id_prefix: str = Field(default="kuno-", pattern=r"^[A-Za-z0-9_.-]*$")
+    #: Seconds between two looks at the links (metrics, /health, watchdog).
+    replication_poll_interval: float = Field(default=5.0, gt=0, le=3600)
+    #: A link that runs with changes pending and no progress this long is stalled.
+    replication_stall_seconds: float = Field(default=120.0, gt=0)
+    #: Restart stalled links (false: only report them).
+    replication_watchdog: bool = True
+
+    @field_validator("peers")
+    @classmethod
+    def _not_itself(cls, peers: list[str], info: ValidationInfo) -> list[str]:
+        if info.data.get("node_name") in peers:
+            raise ValueError("lists this node itself; name only the other nodes")
+        if len(set(peers)) != len(peers):
+            raise ValueError("names a node twice")
+        return peers
 
     @field_validator("token_public_key_file")
     @classmethod

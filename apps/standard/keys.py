@@ -9,6 +9,7 @@ from kuno.common.couch import CouchClient
 from kuno.common.tokens import TokenVerifier
 from kuno.common.web import HttpMetrics
 from kuno.standard.config import StandardSettings
+from kuno.standard.mesh import MeshMonitor
 from kuno.standard.store import MessageStore
 
 SETTINGS = web.AppKey("settings", StandardSettings)
@@ -17,3 +18,4 @@ HTTP_METRICS = web.AppKey("http_metrics", HttpMetrics)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 COUCH = web.AppKey("couch", CouchClient)
 STORE = web.AppKey("store", MessageStore)
+MESH = web.AppKey("mesh", MeshMonitor)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from kuno.common import couch, replications
 from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys, validation
+from kuno.standard.mesh import health_links, links_failing
 from kuno.standard.store import Cursor
 from kuno.standard.validation import query_int, query_value
 
@@ -147,9 +149,15 @@ def _path_user_id(request: web.Request) -> str:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
+    """200 `{"node", "status": "ok" | "degraded", "couchdb", "replications", "links",
+    "mesh"}`; 503 with `"status": "down"` when CouchDB is unreachable, or `"not_ready"` and
+    `"missing"` while the schema is incomplete. `degraded`: a
+    replication fails, or one of this node's expected links (KUNO_PEERS x
+    KUNO_REPLICATED_DATABASES) is missing, failing or stalled; `links` names them."""
     settings = request.app[keys.SETTINGS]
     client = request.app[keys.COUCH]
     store = request.app[keys.STORE]
+    mesh = request.app[keys.MESH]
     try:
         info = await client.server_info()
         replication_list = await couch.replication_states(client)
@@ -179,13 +187,35 @@ async def health(request: web.Request) -> web.Response:
     # One reading of states for /health, the Ansible modules and the tests; only the state is
     # read here, so a job that waits (pending) is not degraded, nor one still settling.
     healthy = not any(replications.is_failed(r["state"]) for r in replication_list)
+    await mesh.look()
+    links = health_links(mesh)
+    healthy = healthy and not links_failing(mesh)
+    databases = len(settings.replicated_databases)
     return web.json_response(
         {
             "node": settings.node_name,
             "status": "ok" if healthy else "degraded",
             "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
             "replications": replication_list,
+            "links": links,
+            "mesh": {
+                "nodes": mesh.nodes,
+                # Over the whole mesh; this node answers for the links into it.
+                "links_expected": mesh.nodes * (mesh.nodes - 1) * databases,
+                "complete": links["running"] == links["expected"],
+            },
         }
+    )
+
+
+@routes.get("/status")
+async def status(request: web.Request) -> web.Response:
+    """/health without the details, for the public (the proxy's `/nodeN/health`):
+    `{"node", "status"}` with /health's status code."""
+    response = await health(request)
+    body = json.loads(response.text or "{}")
+    return web.json_response(
+        {"node": body["node"], "status": body["status"]}, status=response.status
     )
 
 

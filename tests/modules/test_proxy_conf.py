@@ -74,3 +74,14 @@ def test_the_services_own_errors_pass_through(conf: str) -> None:
     ) == {"error": "too_large", "reason": "the request body is larger than the proxy accepts (1m)"}
     for node in ("node1", "node2", "node3"):
         assert f"location /{node}/ {{" in conf
+
+
+def test_operators_details_stay_off_the_proxy(conf: str) -> None:
+    """Through the proxy a node's health is its /status ({"node", "status"}) and its
+    metrics are the proxy's 404; tests/deploy/test_proxy_redaction.py asks the proxy."""
+    for node in ("node1", "node2", "node3"):
+        health = re.search(rf"location = /{node}/health {{(.*?)}}", conf, re.DOTALL)
+        assert health, f"no exact location for /{node}/health"
+        assert re.search(rf"proxy_pass http://\$kuno_{node}/status;", health[1]), health[1]
+        metrics = re.search(rf"location = /{node}/metrics {{(.*?)}}", conf, re.DOTALL)
+        assert metrics and metrics[1].split() == ["return", "404;"], metrics
