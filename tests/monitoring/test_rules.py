@@ -1,0 +1,115 @@
+"""kuno's alert rules, as the monitoring role renders them, under `promtool test rules`.
+
+promtool is Debian's (scripts/setup-promtool, run by `make venv`; the same version as the
+image images/prometheus builds). The role's own templates are rendered by Ansible with the
+local inventory (entry point `rules`), so what is tested is what is deployed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+PROMTOOL = REPO / ".venv" / "bin" / "promtool"
+RULE_TESTS = Path(__file__).with_name("kuno-rules.test.yml")
+
+PLAYBOOK = """
+- name: Render the monitoring configuration
+  hosts: monitoring
+  gather_facts: false
+  tasks:
+    - name: Render
+      ansible.builtin.include_role:
+        name: monitoring
+        tasks_from: rules.yml
+"""
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    if not PROMTOOL.exists():
+        subprocess.run([str(REPO / "scripts" / "setup-promtool")], check=True, timeout=300)
+    return PROMTOOL
+
+
+@pytest.fixture(scope="session")
+def render(tmp_path_factory: pytest.TempPathFactory):
+    """render(name, **variables) -> the directory with prometheus.yml and kuno-rules.yml."""
+    if not ANSIBLE_PLAYBOOK.exists():
+        pytest.skip("no .venv: run make venv")
+    root = tmp_path_factory.mktemp("monitoring")
+    playbook = root / "render.yml"
+    playbook.write_text(PLAYBOOK)
+
+    def run(name: str, **variables: object) -> Path:
+        out = root / name
+        out.mkdir()
+        extra = root / f"{name}.json"
+        extra.write_text(json.dumps({"monitoring_render_dir": str(out), **variables}))
+        result = subprocess.run(
+            [str(ANSIBLE_PLAYBOOK), "-i", "inventories/local", str(playbook), "-e", f"@{extra}"],
+            cwd=REPO,
+            env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        shutil.copy(RULE_TESTS, out / RULE_TESTS.name)
+        return out
+
+    return run
+
+
+def promtool_run(promtool: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(promtool), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
+    )
+
+
+def test_the_rules_pass_their_promtool_tests(promtool: Path, render) -> None:
+    rendered = render("defaults")
+    checked = promtool_run(promtool, "check", "rules", "kuno-rules.yml", cwd=rendered)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = promtool_run(promtool, "test", "rules", RULE_TESTS.name, cwd=rendered)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+def test_the_promtool_tests_catch_a_changed_threshold(promtool: Path, render) -> None:
+    # The lag bound moved from 1000 to 2000 changes: the 1500 pending no longer fire.
+    rendered = render("lag-2000", monitoring_alert_lag_changes=2000)
+    tested = promtool_run(promtool, "test", "rules", RULE_TESTS.name, cwd=rendered)
+    assert tested.returncode != 0
+    assert "KunoReplicationLag" in tested.stdout + tested.stderr
+
+
+def test_prometheus_scrapes_every_node_and_couchdb_only_where_it_has_metrics(
+    promtool: Path, render
+) -> None:
+    standin = yaml.safe_load((render("pouchdb-server") / "prometheus.yml").read_text())
+    couchdb = yaml.safe_load(
+        (render("couchdb", kuno_couchdb_flavour="couchdb") / "prometheus.yml").read_text()
+    )
+    jobs = {job["job_name"]: job for job in couchdb["scrape_configs"]}
+    assert set(jobs) == {"prometheus", "kuno-master", "kuno-standard", "couchdb"}
+    assert [c["labels"]["node"] for c in jobs["kuno-standard"]["static_configs"]] == [
+        "node1",
+        "node2",
+        "node3",
+    ]
+    assert jobs["couchdb"]["metrics_path"] == "/_node/_local/_prometheus"
+    # The password is read from a file, never written into the configuration.
+    assert jobs["couchdb"]["basic_auth"] == {
+        "username": "admin",
+        "password_file": "/etc/prometheus/couchdb-password",
+    }
+    assert "couchdb" not in {job["job_name"] for job in standin["scrape_configs"]}
