@@ -70,14 +70,19 @@ def render(tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
+@pytest.fixture(scope="session")
+def rendered(render) -> Path:
+    """The local inventory's rules and configuration (pouchdb-server: no couchdb job)."""
+    return render("defaults")
+
+
 def promtool_run(promtool: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(promtool), *args], cwd=cwd, capture_output=True, text=True, check=False, timeout=120
     )
 
 
-def test_the_rules_pass_their_promtool_tests(promtool: Path, render) -> None:
-    rendered = render("defaults")
+def test_the_rules_pass_their_promtool_tests(promtool: Path, rendered: Path) -> None:
     checked = promtool_run(promtool, "check", "rules", "kuno-rules.yml", cwd=rendered)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = promtool_run(promtool, "test", "rules", RULE_TESTS.name, cwd=rendered)
@@ -93,9 +98,9 @@ def test_the_promtool_tests_catch_a_changed_threshold(promtool: Path, render) ->
 
 
 def test_prometheus_scrapes_every_node_and_couchdb_only_where_it_has_metrics(
-    promtool: Path, render
+    rendered: Path, render
 ) -> None:
-    standin = yaml.safe_load((render("pouchdb-server") / "prometheus.yml").read_text())
+    standin = yaml.safe_load((rendered / "prometheus.yml").read_text())
     couchdb = yaml.safe_load(
         (render("couchdb", kuno_couchdb_flavour="couchdb") / "prometheus.yml").read_text()
     )
