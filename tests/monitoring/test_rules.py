@@ -8,7 +8,6 @@ local inventory (entry point `rules`), so what is tested is what is deployed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = REPO / ".venv" / "bin" / "ansible-playbook"
+from tests.deploy.test_images import ANSIBLE_PLAYBOOK, REPO, ansible
+
 PROMTOOL = REPO / ".venv" / "bin" / "promtool"
 RULE_TESTS = Path(__file__).with_name("kuno-rules.test.yml")
 
@@ -45,27 +44,20 @@ def render(tmp_path_factory: pytest.TempPathFactory):
     """render(name, **variables) -> the directory with prometheus.yml and kuno-rules.yml."""
     if not ANSIBLE_PLAYBOOK.exists():
         pytest.skip("no .venv: run make venv")
-    root = tmp_path_factory.mktemp("monitoring")
-    playbook = root / "render.yml"
-    playbook.write_text(PLAYBOOK)
+    work = tmp_path_factory.mktemp("monitoring")
+    (work / "render.yml").write_text(PLAYBOOK)
 
     def run(name: str, **variables: object) -> Path:
-        out = root / name
-        out.mkdir()
-        extra = root / f"{name}.json"
-        extra.write_text(json.dumps({"monitoring_render_dir": str(out), **variables}))
-        result = subprocess.run(
-            [str(ANSIBLE_PLAYBOOK), "-i", "inventories/local", str(playbook), "-e", f"@{extra}"],
-            cwd=REPO,
-            env=dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1"),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=300,
+        (work / f"{name}.json").write_text(
+            json.dumps({"monitoring_render_dir": str(work / name), **variables})
+        )
+        (work / name).mkdir()
+        result = ansible(
+            "-i", "inventories/local", str(work / "render.yml"), "-e", f"@{work / name}.json"
         )
         assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        shutil.copy(RULE_TESTS, out / RULE_TESTS.name)
-        return out
+        shutil.copy(RULE_TESTS, work / name / RULE_TESTS.name)
+        return work / name
 
     return run
 
