@@ -110,3 +110,24 @@ def test_prometheus_scrapes_every_node_and_couchdb_only_where_it_has_metrics(
         "password_file": "/etc/prometheus/couchdb-password",
     }
     assert "couchdb" not in {job["job_name"] for job in standin["scrape_configs"]}
+
+
+def test_every_query_of_the_grafana_dashboard_is_valid_promql(
+    promtool: Path, tmp_path: Path
+) -> None:
+    dashboard = json.loads((REPO / "roles/monitoring/files/grafana-dashboard.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(queries) == len(dashboard["panels"]) >= 10
+    # promtool parses each query as the expression of a recording rule.
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:q{i}", "expr": q} for i, q in enumerate(queries)],
+            }
+        ]
+    }
+    (tmp_path / "dashboard-rules.yml").write_text(json.dumps(rules))
+    checked = promtool_run(promtool, "check", "rules", "dashboard-rules.yml", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"SUCCESS: {len(queries)} rules found" in checked.stdout
