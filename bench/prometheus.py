@@ -6,8 +6,9 @@
 default: none). Debian's prometheus binary (.venv/bin/prometheus, scripts/setup-promtool:
 the version images/prometheus runs) listens on a free 127.0.0.1 port with its data in a
 temporary directory, scrapes each target's /metrics every `every` seconds from start to
-end, and is stopped at the end; how often it scraped each target is printed, so a run
-shows that it was watched.
+end, and is stopped at the end; how often it scraped each target, how long a scrape took
+and the CPU time Prometheus itself used are printed, so a run shows that it was watched
+and what watching cost.
 """
 
 from __future__ import annotations
@@ -56,15 +57,17 @@ def scraping(targets: dict[str, list[str]], every: float) -> Iterator[str | None
         subprocess.run([str(REPO / "scripts" / "setup-promtool")], check=True, timeout=300)
     with tempfile.TemporaryDirectory(prefix="kuno-bench-prometheus-") as tmp:
         root = Path(tmp)
+        port = free_port()
+        # Itself too, for the CPU time it used (process_cpu_seconds_total).
+        jobs = {**targets, "prometheus": [f"127.0.0.1:{port}"]}
         config = {
             "global": {"scrape_interval": f"{every:g}s", "scrape_timeout": f"{min(every, 10):g}s"},
             "scrape_configs": [
                 {"job_name": job, "static_configs": [{"targets": hosts}]}
-                for job, hosts in targets.items()
+                for job, hosts in jobs.items()
             ],
         }
         (root / "prometheus.yml").write_text(json.dumps(config))
-        port = free_port()
         base = f"http://127.0.0.1:{port}"
         log = (root / "prometheus.log").open("wb")
         process = subprocess.Popen(
@@ -86,12 +89,21 @@ def scraping(targets: dict[str, list[str]], every: float) -> Iterator[str | None
                 time.sleep(0.2)
             print(f"# prometheus on {base}: scraping {targets} every {every:g} s", flush=True)
             yield base
-            scrapes = _query(base, "count_over_time(up[1d])")
+            scrapes = _query(base, 'count_over_time(up{job!="prometheus"}[1d])')
+            durations = 'avg_over_time(scrape_duration_seconds{job!="prometheus"}[1d])'
+            seconds = {
+                r["metric"]["instance"]: float(r["value"][1]) * 1000
+                for r in _query(base, durations)
+            }
+            cpu = _query(base, 'process_cpu_seconds_total{job="prometheus"}')
             print(
                 "# prometheus scraped: "
                 + ", ".join(
-                    f"{r['metric'].get('instance')} {r['value'][1]} times" for r in scrapes
-                ),
+                    f"{r['metric']['instance']} {r['value'][1]} times"
+                    f" ({seconds.get(r['metric']['instance'], float('nan')):.1f} ms each)"
+                    for r in scrapes
+                )
+                + (f"; its own CPU: {float(cpu[0]['value'][1]):.2f} s" if cpu else ""),
                 flush=True,
             )
         finally:
