@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.master_throughput [--duration 10] [--senders 32] [--rate 50]
         [--in-flight 2] [--replication-option KEY=JSON ...] [--no-replication]
+        [--scrape-every 5]
 
 Everything on 127.0.0.1: 3 pouchdb-servers with full-mesh continuous replication of
 `messages` and `users`, 3 standard nodes and the master as their own processes
@@ -19,7 +20,8 @@ each node's stores into batches (`--in-flight` requests per node); the mean batc
 comes from its /metrics. `--replication-option` adds a field to every replication
 document (e.g. `checkpoint='"target"'`) to measure what it changes; NODE_OPTIONS in the
 environment reaches the pouchdb-servers (e.g. a --require preload). Load averages are
-printed at the start and the end.
+printed at the start and the end. `--scrape-every 5`: a Prometheus scrapes the master's and
+the nodes' /metrics every 5 s meanwhile (bench/prometheus.py).
 Targets (issue 3): master msgs/s >= 25% of raw docs/s; steady p99 send → ack <= 100 ms.
 Every loop stops after `duration` seconds or MAX_REQUESTS, whichever comes first.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -43,6 +46,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.load import LoadResult, closed_loop
 from bench.process import CpuMeter, Service, stop_all
+from bench.prometheus import scraping
 from bench.standard_node import node_service
 from kuno.client.crypto import KeyPair
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
@@ -333,6 +337,12 @@ async def main() -> None:
         default=2,
         help="the master's batch requests in flight per node (KUNO_STORE_BATCHES_IN_FLIGHT)",
     )
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=0,
+        help="a Prometheus scrapes the master and the nodes (s; 0: none)",
+    )
     args = parser.parse_args()
     print(f"# start: {load()}; node options {os.environ.get('NODE_OPTIONS', '-')}", flush=True)
 
@@ -343,6 +353,7 @@ async def main() -> None:
         (root / "public.pem").write_bytes(public_pem)
         servers = [PouchServer(root / f"couchdb-{i}", f"couchdb-{i}") for i in range(1, NODES + 1)]
         services: list[Service] = []
+        watched = contextlib.ExitStack()
         try:
             for server in servers:
                 server.start()
@@ -361,6 +372,15 @@ async def main() -> None:
             master_app = master_service(servers, node_urls, root / "private.pem", args.in_flight)
             services.append(master_app)
             master = master_app.start().url
+            watched.enter_context(
+                scraping(
+                    {
+                        "kuno-master": [master.removeprefix("http://")],
+                        "kuno-standard": [url.removeprefix("http://") for url in node_urls],
+                    },
+                    args.scrape_every,
+                )
+            )
 
             # Under node's 5 s keep-alive: a pooled connection is never one the server closed.
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=2)
@@ -435,6 +455,7 @@ async def main() -> None:
                 for ws in sockets:
                     await ws.close()
         finally:
+            watched.close()
             stop_all(services, timeout=15)
             for server in servers:
                 server.stop()

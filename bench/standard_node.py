@@ -6,13 +6,15 @@ POST: throughput and p50/p99 through the node (`POST /messages`) and straight to
 pouchdb-server (`POST /db`), with 1 and 32 clients. GET: `GET /messages/{user}`
 vs. the same Mango `_find` sent raw, over users*per_user stored messages.
 Targets (issue 2): node POST throughput at 32 clients >= 70% of raw; node GET p99
-<= 1.5x raw `_find` p99. Everything runs on 127.0.0.1 and stops by itself.
+<= 1.5x raw `_find` p99. `--scrape-every 5`: a Prometheus scrapes the node's /metrics
+every 5 s meanwhile (bench/prometheus.py). Everything runs on 127.0.0.1 and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import tempfile
 import time
@@ -22,6 +24,7 @@ import aiohttp
 
 from bench.load import LoadResult, closed_loop
 from bench.process import CpuMeter, Service
+from bench.prometheus import scraping
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
 from tests.support.messages import message_body, now_ms
@@ -112,6 +115,9 @@ async def main() -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--per-user", type=int, default=50)
     parser.add_argument("--get-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--scrape-every", type=float, default=0, help="a Prometheus scrapes the node (s; 0: none)"
+    )
     args = parser.parse_args()
 
     private_pem, public_pem = generate_key_pair()
@@ -124,9 +130,13 @@ async def main() -> None:
         server = PouchServer(Path(tmp) / "couchdb", "bench-couchdb").start()
         node = node_service(server, key_file, "messages")
         results: list[LoadResult] = []
+        watched = contextlib.ExitStack()
         try:
             node_url = node.start().url
             server.create_db("raw")
+            watched.enter_context(
+                scraping({"kuno-standard": [node_url.removeprefix("http://")]}, args.scrape_every)
+            )
             connector = aiohttp.TCPConnector(limit=64)
             async with aiohttp.ClientSession(connector=connector) as session:
                 print(f"# POST, {args.duration:.0f} s each, same pouchdb-server")
@@ -193,6 +203,7 @@ async def main() -> None:
                     results.append(result)
                     print(result.line(), flush=True)
         finally:
+            watched.close()
             node.stop(timeout=10)
             server.stop()
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 #: Roles with one container per storage node, and roles with one per project.
 NODE_ROLES = ("couchdb", "standard")
-PROJECT_ROLES = ("master", "proxy")
+PROJECT_ROLES = ("master", "proxy", "prometheus")
 
 
 def container_name(project: str, role: str, node: str | None = None) -> str:

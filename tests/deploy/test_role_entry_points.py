@@ -159,8 +159,8 @@ def test_container_names_refuse_what_names_no_container(args: tuple[str, ...], m
 # Containers are named by kuno_container_name only; the CouchDB volume keeps its own
 # written-out name (a renamed container must not get a new, empty volume).
 WRITTEN_OUT_NAME = re.compile(
-    r"kuno_project \}\}-(couchdb|standard|master|proxy)"
-    r"|kuno_project ~ '-(couchdb|standard|master|proxy)'"
+    r"kuno_project \}\}-(couchdb|standard|master|proxy|prometheus)"
+    r"|kuno_project ~ '-(couchdb|standard|master|proxy|prometheus)'"
 )
 
 
