@@ -128,7 +128,7 @@ async def hold_sockets(
                     key = f"HTTP {exc.status} {exc.message}"
                     opened.refused[key] = opened.refused.get(key, 0) + 1
                     return
-                except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+                except Exception as exc:  # every failure is counted, by kind
                     key = type(exc).__name__
                     opened.refused[key] = opened.refused.get(key, 0) + 1
                     return
