@@ -32,12 +32,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import contextlib
+import json
 import multiprocessing
 import os
+import re
 import resource
 import secrets
 import subprocess
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,62 +102,130 @@ class Opened:
     closed_early: int = 0
 
 
+class RawSocket:
+    """A minimal WebSocket client over asyncio streams (RFC 6455): the upgrade with the
+    token, the server's first frame, then only what keeps an idle socket open (a pong for
+    each ping). aiohttp's client costs several times the CPU per handshake, which on 2
+    shared cores would measure the load generator rather than the proxy and the master."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, token: str) -> tuple[RawSocket | None, str]:
+        """(the socket, its first frame) once upgraded; (None, "HTTP status body") when
+        refused."""
+        reader, writer = await asyncio.open_connection(host, port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                f"Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+            ).encode()
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        status = head.split(" ", 2)[1]
+        if status != "101":
+            length = re.search(r"(?im)^content-length:\s*(\d+)", head)
+            body = await reader.readexactly(int(length[1])) if length else b""
+            writer.close()
+            return None, f"HTTP {status} {body.decode(errors='replace').strip()}"
+        socket = cls(reader, writer)
+        _, first = await socket.frame()
+        return socket, first.decode()
+
+    async def frame(self) -> tuple[int, bytes]:
+        """The next frame from the server (unmasked): (opcode, payload)."""
+        head = await self.reader.readexactly(2)
+        length = head[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await self.reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await self.reader.readexactly(8), "big")
+        return head[0] & 0x0F, await self.reader.readexactly(length)
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        """A masked frame (clients must mask), payload under 126 bytes."""
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    async def idle(self) -> None:
+        """Answer pings until the server closes the socket."""
+        try:
+            while True:
+                opcode, payload = await self.frame()
+                if opcode == 0x9:
+                    self.send(0xA, payload)
+                elif opcode == 0x8:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        self.closed = True
+        self.writer.close()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.send(0x8, (1000).to_bytes(2, "big"))
+            self.closed = True
+            with contextlib.suppress(ConnectionError):
+                await self.writer.drain()
+            self.writer.close()
+
+
+def is_ready(frame: str) -> bool:
+    try:
+        return bool(json.loads(frame).get("type") == "ready")
+    except (ValueError, AttributeError):
+        return False
+
+
 async def hold_sockets(
     url: str, tokens: list[str], report: Any, release: Any, hold_limit: float
 ) -> None:
     opened = Opened(started=time.time())
-    sockets: list[aiohttp.ClientWebSocketResponse] = []
+    sockets: list[RawSocket] = []
     readers: list[asyncio.Task[None]] = []
     gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
-    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    address = urllib.parse.urlsplit(url)
+    host, port = address.hostname or "127.0.0.1", address.port or 80
 
-    async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
-        # Reading answers the master's pings; a socket the server closes ends its loop.
-        async for _ in ws:
-            pass
+    def count(kind: str) -> None:
+        opened.refused[kind] = opened.refused.get(kind, 0) + 1
 
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async def connect(token: str) -> None:
+        async with gate:
+            try:
+                async with asyncio.timeout(CONNECT_TIMEOUT):
+                    socket, first = await RawSocket.open(host, port, token)
+            except Exception as exc:  # every failure is counted, by kind
+                count(type(exc).__name__)
+                return
+            if socket is None:
+                count(first)
+                return
+            if not is_ready(first):
+                count(f"first frame {first}")
+                await socket.close()
+                return
+            sockets.append(socket)
+            readers.append(asyncio.create_task(socket.idle()))
 
-        async def connect(token: str) -> None:
-            async with gate:
-                try:
-                    async with asyncio.timeout(CONNECT_TIMEOUT):
-                        ws = await session.ws_connect(
-                            f"{url}/ws",
-                            headers={"Authorization": f"Bearer {token}"},
-                            autoping=True,
-                            heartbeat=None,
-                        )
-                        ready = await ws.receive_json()
-                except aiohttp.WSServerHandshakeError as exc:
-                    key = f"HTTP {exc.status} {exc.message}"
-                    opened.refused[key] = opened.refused.get(key, 0) + 1
-                    return
-                except Exception as exc:  # every failure is counted, by kind
-                    key = type(exc).__name__
-                    opened.refused[key] = opened.refused.get(key, 0) + 1
-                    return
-                if ready.get("type") != "ready":
-                    key = f"first frame {ready.get('type')}"
-                    opened.refused[key] = opened.refused.get(key, 0) + 1
-                    await ws.close()
-                    return
-                sockets.append(ws)
-                readers.append(asyncio.create_task(read(ws)))
-
-        await asyncio.gather(*(connect(token) for token in tokens))
-        opened.finished = time.time()
-        opened.opened = len(sockets)
-        report.send(opened)
-        # Hold until the parent says so, or HOLD_LIMIT at most.
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, release.wait, hold_limit)
-        opened.closed_early = sum(1 for ws in sockets if ws.closed)
-        for reader in readers:
-            reader.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
-        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        report.send(opened)
+    await asyncio.gather(*(connect(token) for token in tokens))
+    opened.finished = time.time()
+    opened.opened = len(sockets)
+    report.send(opened)
+    # Hold until the parent says so, or HOLD_LIMIT at most.
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, release.wait, hold_limit)
+    opened.closed_early = sum(1 for socket in sockets if socket.closed)
+    await asyncio.gather(*(socket.close() for socket in sockets), return_exceptions=True)
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    report.send(opened)
 
 
 def socket_process(url: str, tokens: list[str], report: Any, release: Any) -> None:
