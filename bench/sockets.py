@@ -322,6 +322,8 @@ async def run(args: argparse.Namespace, signer: TokenSigner) -> None:
 
     line, _ = memory_line(containers)
     print(f"memory, no socket open: {line}", flush=True)
+    # A short run first: the first sends after a deploy meet cold caches and connections.
+    print((await steady(url, signer, recipient, args.rate, 5.0, "steady, warm-up")).line())
     without = await steady(url, signer, recipient, args.rate, args.duration, "steady, without")
     print(without.line(), flush=True)
 
