@@ -161,6 +161,8 @@ def test_nginx_holds_10000_websockets_and_the_open_files_they_need(
     assert "include /etc/nginx/conf.d/*.conf;" in main
     assert re.search(r"limit_conn_zone \$kuno_websockets zone=kuno_websockets:\S+;", main)
     assert directive(main, "limit_conn_status") == "503"
+    # An open WebSocket holds nginx's buffer each way: 1k, not a page.
+    assert re.search(r"proxy_buffer_size 1k;", ws_location(rendered["kuno.conf"]))
     assert directive(main, "user") == "www-data"  # the built image is Debian's nginx
 
 
