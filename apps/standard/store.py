@@ -9,6 +9,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from kuno.common import schema
 from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import Conflict, CouchClient, CouchError
 from kuno.common.messages import Message
@@ -16,10 +17,11 @@ from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
-RECIPIENT_INDEX = "recipient-timestamp-index"
-EXPIRY_INDEX = "expires-at-index"
+# The schema's indexes (kuno.common.schema): the deployment creates them.
+RECIPIENT_INDEX = schema.MESSAGES.index("recipient-timestamp-index")
+EXPIRY_INDEX = schema.MESSAGES.index("expires-at-index")
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
-RECIPIENT_SORT = [{"recipientId": "asc"}, {"timestamp": "asc"}]
+RECIPIENT_SORT = RECIPIENT_INDEX.sort
 # Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
 # A round that could not move on (rows of one millisecond already seen, rows deleted
@@ -105,6 +107,8 @@ class MessageStore:
         self.couch = couch
         self.database = database
         self.metrics = metrics
+        # What of the schema was missing at the last check_schema (None: never checked).
+        self.missing: list[str] | None = None
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
         self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
             self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
@@ -113,14 +117,12 @@ class MessageStore:
     async def close(self) -> None:
         await self._singles.close()
 
-    async def prepare(self) -> None:
-        """Create the database and its indexes when missing (idempotent)."""
-        if await self.couch.ensure_database(self.database):
-            log.info("created database", extra={"database": self.database})
-        await self.couch.ensure_index(
-            self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, ["recipientId", "timestamp"]
-        )
-        await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
+    async def check_schema(self) -> list[str]:
+        """What of the schema's `messages` database (under this store's name) CouchDB
+        lacks, as kuno.common.schema.missing says; `[]` once all is there. Creates nothing:
+        the deployment owns the schema. Raises CouchError when CouchDB does not answer."""
+        self.missing = await schema.missing(self.couch, schema.MESSAGES, self.database)
+        return self.missing
 
     async def store(self, messages: Sequence[Message]) -> list[Stored]:
         """Store the messages in one _bulk_docs; one result each, in order.
@@ -244,7 +246,7 @@ class MessageStore:
                 {
                     "selector": {"expiresAt": {"$lte": now_ms}},
                     "fields": ["_id"],
-                    "use_index": [EXPIRY_INDEX, EXPIRY_INDEX],
+                    "use_index": EXPIRY_INDEX.use_index,
                     "limit": batch,
                 },
             )
@@ -309,7 +311,7 @@ def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict
             "timestamp": {"$gte": position.timestamp if position else 0, "$lte": MAX_TIMESTAMP},
         },
         "sort": RECIPIENT_SORT,
-        "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+        "use_index": RECIPIENT_INDEX.use_index,
         "limit": limit,
     }
 
