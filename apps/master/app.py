@@ -15,6 +15,7 @@ from kuno.master.config import MasterSettings
 from kuno.master.fanout import BatchLimits, FanoutMetrics, ServiceToken, StandardNodes
 from kuno.master.ratelimit import KeyedLimiter
 from kuno.master.routing import Router, RoutingMetrics
+from kuno.master.sockets import SocketLimit
 from kuno.master.users import Failover, UserDirectory
 from kuno.master.views import routes
 
@@ -36,6 +37,7 @@ def create_app(settings: MasterSettings) -> web.Application:
     app[keys.VERIFIER] = TokenVerifier(private_key.public_key(), settings.token_audience)
     app[keys.LOGIN_LIMITER] = KeyedLimiter(settings.login_burst, settings.login_per_minute / 60)
     app[keys.CLIENT_LIMITER] = KeyedLimiter(settings.client_burst, settings.client_per_minute / 60)
+    app[keys.SOCKET_LIMIT] = SocketLimit(settings.max_websockets, http_metrics.registry)
     app.cleanup_ctx.append(_services)
     # The deployment's users database on every CouchDB, checked (never created); the
     # servers away or without it are checked again in the background.

@@ -55,6 +55,11 @@ class MasterSettings(ServiceSettings):
     #: Sends per WebSocket connection: a burst, then this many per second.
     send_burst: int = Field(default=100, ge=1)
     send_per_second: float = Field(default=50.0, gt=0)
+    #: WebSockets open at once (authenticated or waiting for their auth frame); one more is
+    #: refused with 503 `too_many_websockets`. Each holds a file descriptor: the master
+    #: raises its soft open-files limit to this + 1024 and, when the hard limit is lower,
+    #: holds only what it allows (logged at start).
+    max_websockets: int = Field(default=12000, ge=1, le=1_000_000)
     #: Seconds a client has to send its auth frame when the token is not in a header.
     auth_timeout: float = Field(default=10.0, gt=0)
     heartbeat: float = Field(default=30.0, gt=0)

@@ -10,6 +10,7 @@ from kuno.common.web import HttpMetrics
 from kuno.master.config import MasterSettings
 from kuno.master.ratelimit import KeyedLimiter
 from kuno.master.routing import Router, RoutingMetrics
+from kuno.master.sockets import SocketLimit
 from kuno.master.users import UserDirectory
 
 SETTINGS = web.AppKey("settings", MasterSettings)
@@ -22,3 +23,4 @@ USERS = web.AppKey("users", UserDirectory)
 ROUTER = web.AppKey("router", Router)
 LOGIN_LIMITER = web.AppKey("login_limiter", KeyedLimiter)
 CLIENT_LIMITER = web.AppKey("client_limiter", KeyedLimiter)
+SOCKET_LIMIT = web.AppKey("socket_limit", SocketLimit)

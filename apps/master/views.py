@@ -183,6 +183,13 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """503 `too_many_websockets` (before the upgrade) when the master holds its
+    KUNO_MAX_WEBSOCKETS; otherwise the socket, which holds its place until it closes."""
+    with request.app[keys.SOCKET_LIMIT].hold():
+        return await _websocket(request)
+
+
+async def _websocket(request: web.Request) -> web.WebSocketResponse:
     """The token comes in `Authorization: Bearer` or as the first frame, never in the URL."""
     settings = request.app[keys.SETTINGS]
     verifier = request.app[keys.VERIFIER]

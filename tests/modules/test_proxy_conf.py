@@ -6,18 +6,34 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.modules.helpers import REPO, Ansible
+from tests.modules.helpers import REPO, Ansible, PlaybookRun
 
 ROLE = REPO / "roles" / "proxy"
 
 
-@pytest.fixture(scope="module")
-def conf(ansible: Ansible, work_root: Path) -> str:
-    dest = work_root / "kuno.conf"
+INVENTORY = {
+    "kuno_project": "kuno",
+    "kuno_network": "kuno-internal",
+    "kuno_proxy_image": "kuno/proxy:bookworm",
+    "kuno_image_source": "build",
+    "proxy_storage_nodes": ["node1", "node2", "node3"],
+}
+
+
+def file_lookup(path: Path) -> str:
+    return f"{{{{ lookup('ansible.builtin.file', '{path}') }}}}"
+
+
+def render(ansible: Ansible, dest: Path, **inventory: object) -> PlaybookRun:
+    """The role's preflight, then its files as its tasks write them under `dest`: kuno.conf
+    (the sites), nginx.conf (the main configuration) and the container spec (spec.json)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    templates = {"kuno.conf": "kuno.conf.j2", "nginx.conf": "nginx.conf.j2"}
     run = ansible.run(
         [
             {
@@ -27,29 +43,61 @@ def conf(ansible: Ansible, work_root: Path) -> str:
             {"name": "vars", "ansible.builtin.include_vars": str(ROLE / "vars" / "main.yml")},
             {
                 "name": "inventory",
+                "ansible.builtin.set_fact": INVENTORY | {"kuno_root": str(dest)} | inventory,
+            },
+            {
+                "name": "preflight",
+                "ansible.builtin.include_tasks": str(ROLE / "tasks" / "preflight.yml"),
+            },
+        ]
+        + [
+            {
+                "name": f"render {name}",
+                "ansible.builtin.template": {
+                    "src": str(ROLE / "templates" / template),
+                    "dest": str(dest / name),
+                },
+            }
+            for name, template in templates.items()
+        ]
+        + [
+            {
+                # What the role's lookups give, from the files just rendered: the spec
+                # names the files by their content.
+                "name": "rendered",
                 "ansible.builtin.set_fact": {
-                    "kuno_project": "kuno",
-                    "kuno_network": "kuno-internal",
-                    "kuno_proxy_image": "kuno/proxy:bookworm",
-                    "kuno_root": str(work_root),
-                    "proxy_storage_nodes": ["node1", "node2", "node3"],
+                    "_proxy_conf": file_lookup(dest / "kuno.conf"),
+                    "_proxy_main_conf": file_lookup(dest / "nginx.conf"),
                 },
             },
             {
-                "name": "render",
-                "ansible.builtin.template": {
-                    "src": str(ROLE / "templates" / "kuno.conf.j2"),
-                    "dest": str(dest),
+                "name": "write spec.json",
+                "ansible.builtin.copy": {
+                    "content": "{{ _proxy_spec | to_json }}",
+                    "dest": str(dest / "spec.json"),
                 },
             },
         ]
     )
+    return run
+
+
+@pytest.fixture(scope="module")
+def rendered(ansible: Ansible, work_root: Path) -> dict[str, str]:
+    dest = work_root / "proxy-defaults"
+    run = render(ansible, dest)
     assert run.returncode == 0, run.output
-    return dest.read_text()
+    return {name: (dest / name).read_text() for name in ("kuno.conf", "nginx.conf", "spec.json")}
+
+
+@pytest.fixture(scope="module")
+def conf(rendered: dict[str, str]) -> str:
+    return rendered["kuno.conf"]
 
 
 def test_every_error_nginx_answers_has_a_json_page(conf: str) -> None:
-    pages = dict(re.findall(r"error_page (\d+) (\S+);", conf))
+    # The server's error pages (the /ws location lists its own: see below).
+    pages = dict(re.findall(r"^    error_page (\d+) (\S+);", conf, re.MULTILINE))
     assert {"400", "404", "413", "414", "494", "502", "504"} <= set(pages)
     for status, uri in pages.items():
         # An internal URI, not a named location: nginx cannot redirect a request whose
@@ -85,3 +133,125 @@ def test_operators_details_stay_off_the_proxy(conf: str) -> None:
         assert re.search(rf"proxy_pass http://\$kuno_{node}/status;", health[1]), health[1]
         metrics = re.search(rf"location = /{node}/metrics {{(.*?)}}", conf, re.DOTALL)
         assert metrics and metrics[1].split() == ["return", "404;"], metrics
+
+
+def directive(conf: str, name: str) -> str:
+    """The one value of a directive that takes one (`name value;`)."""
+    values = re.findall(rf"^\s*{name}\s+(\S+);", conf, re.MULTILINE)
+    assert len(values) == 1, f"{name}: {values}"
+    return values[0]
+
+
+def ws_location(conf: str) -> str:
+    return re.search(r"location = /ws \{(.*?)\n    \}", conf, re.DOTALL)[1]  # type: ignore[index]
+
+
+def test_nginx_holds_10000_websockets_and_the_open_files_they_need(
+    rendered: dict[str, str],
+) -> None:
+    """Each WebSocket is two of nginx's connections (client and master), counted per worker:
+    one worker alone must hold the proxy's limit of WebSockets and other traffic, within
+    its open files, within the container's nofile ulimit."""
+    main, spec = rendered["nginx.conf"], json.loads(rendered["spec.json"])
+    websockets = int(
+        re.search(r"limit_conn kuno_websockets (\d+);", ws_location(rendered["kuno.conf"]))[1]
+    )  # type: ignore[index]
+    connections = int(directive(main, "worker_connections"))
+    workers = int(directive(main, "worker_processes"))
+    rlimit = int(directive(main, "worker_rlimit_nofile"))
+    assert websockets >= 10_000
+    # The kernel spreads connections over the workers (reuseport); a 25 % uneven split
+    # still fits, with 1024 connections of other traffic on each.
+    assert re.findall(r"^\s*listen (.*);", rendered["kuno.conf"], re.MULTILINE) == ["80 reuseport"]
+    assert connections >= 1.25 * 2 * websockets / workers + 1024
+    assert rlimit >= connections
+    assert spec["ulimits"] == [f"nofile:{rlimit}:{rlimit}"]
+    # The main configuration is mounted over the image's (Debian's says 768) and keeps
+    # the sites and the shared zone the /ws limit counts in.
+    assert f"{spec['volumes'][0].split(':')[0]}:/etc/nginx/nginx.conf:ro" == spec["volumes"][0]
+    assert "include /etc/nginx/conf.d/*.conf;" in main
+    assert re.search(r"limit_conn_zone \$kuno_websockets zone=kuno_websockets:\S+;", main)
+    assert directive(main, "limit_conn_status") == "503"
+    # An open WebSocket holds nginx's buffer each way: 1k, not a page.
+    assert re.search(r"proxy_buffer_size 1k;", ws_location(rendered["kuno.conf"]))
+    assert directive(main, "user") == "www-data"  # the built image is Debian's nginx
+
+
+def test_a_websocket_over_the_proxy_limit_is_a_json_503_naming_it(conf: str) -> None:
+    location = ws_location(conf)
+    pages = dict(re.findall(r"error_page (\d+) (\S+);", location))
+    server_pages = dict(re.findall(r"^    error_page (\d+) (\S+);", conf, re.MULTILINE))
+    # error_page in a location replaces the server's: every one is listed again.
+    assert set(pages) == set(server_pages)
+    assert {status: uri for status, uri in pages.items() if status != "503"} == {
+        status: uri for status, uri in server_pages.items() if status != "503"
+    }
+    assert pages["503"] == "/.kuno/errors/websockets"
+    page = re.search(
+        r"location = /.kuno/errors/websockets \{ internal; return 503 '(.*)\\n'; \}", conf
+    )
+    assert page, "no page for the /ws limit"
+    assert json.loads(page[1]) == {
+        "error": "too_many_websockets",
+        "reason": "the proxy holds its maximum of 12500 WebSockets; try again later",
+    }
+
+
+def test_the_official_image_runs_its_workers_as_its_own_user(
+    ansible: Ansible, work_root: Path
+) -> None:
+    dest = work_root / "proxy-pull"
+    run = render(ansible, dest, kuno_image_source="pull", kuno_proxy_image="nginx:1.27")
+    assert run.returncode == 0, run.output
+    assert directive((dest / "nginx.conf").read_text(), "user") == "nginx"
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"proxy_max_websockets": 20000},  # 40,000 connections: over 2 x 19,000
+        {"proxy_worker_processes": 1},  # 12,500 WebSockets on one worker of 19,000
+        {"proxy_worker_connections": 30000},  # over the default nofile 20,000
+    ],
+)
+def test_limits_nginx_cannot_hold_are_refused_before_deploying(
+    ansible: Ansible, work_root: Path, limits: dict[str, int]
+) -> None:
+    name = "-".join(f"{key}-{value}" for key, value in limits.items())
+    run = render(ansible, work_root / f"proxy-bad-{name}", **limits)
+    assert run.returncode != 0
+    assert "each WebSocket holds two of nginx's connections" in run.output
+
+
+@pytest.mark.docker
+def test_the_built_image_s_nginx_accepts_the_configuration(
+    rendered: dict[str, str], work_root: Path
+) -> None:
+    """nginx -t in the image the local deployment builds, with the container's ulimit."""
+    image = "kuno/proxy:bookworm"
+    try:
+        present = subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, check=False, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("no Docker engine answers (scripts/setup-docker starts one)")
+    if present.returncode != 0:
+        pytest.skip(f"no {image} image: make images builds it")
+    dest = work_root / "proxy-defaults"
+    spec = json.loads(rendered["spec.json"])
+    check = subprocess.run(
+        [
+            *("docker", "run", "--rm", "--network", "none"),
+            *("--ulimit", spec["ulimits"][0].replace(":", "=", 1)),
+            *("-v", f"{dest / 'nginx.conf'}:/etc/nginx/nginx.conf:ro"),
+            *("-v", f"{dest / 'kuno.conf'}:/etc/nginx/conf.d/default.conf:ro"),
+            *(image, "nginx", "-t"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "test is successful" in check.stderr
+    assert "[warn]" not in check.stderr and "[emerg]" not in check.stderr, check.stderr
