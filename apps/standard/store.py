@@ -2,57 +2,61 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import Conflict, CouchClient, CouchError
-from kuno.common.messages import Message
+from kuno.common.messages import MAX_SEQ, Message
 from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
-RECIPIENT_INDEX = "recipient-timestamp-index"
+# A recipient's messages in the master's order of acceptance (`seq`, see
+# kuno.master.routing.SendOrder); `timestamp` is for display only (many share one ms).
+RECIPIENT_INDEX = "recipient-seq-index"
+RECIPIENT_FIELDS = ["recipientId", "seq"]
 EXPIRY_INDEX = "expires-at-index"
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
-RECIPIENT_SORT = [{"recipientId": "asc"}, {"timestamp": "asc"}]
+RECIPIENT_SORT = [{"recipientId": "asc"}, {"seq": "asc"}]
 # Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
 # A round that could not move on (rows of one millisecond already seen, rows deleted
 # meanwhile) doubles its batch, up to this many times limit + 1.
 MAX_BATCH_GROWTH = 8
-# The largest timestamp a listed message may have: JavaScript's largest safe integer.
-MAX_TIMESTAMP = 2**53 - 1
 # A cursor's id is a message id (a UUID, 36 characters); longer is no cursor of ours.
 MAX_CURSOR_ID = 256
 
 
 @dataclass(frozen=True, order=True)
 class Cursor:
-    """A position in one recipient's messages: after (timestamp, id)."""
+    """A position in one recipient's messages: after (seq, id). The id breaks ties that
+    only documents not written by one master can have (older masters' bodies)."""
 
-    timestamp: int
+    seq: int
     id: str
 
     def encode(self) -> str:
-        return f"{self.timestamp}_{self.id}"
+        return f"{self.seq}_{self.id}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """The cursor `encode` wrote, or ValueError: `<timestamp>_<id>`, the timestamp in
-        ASCII digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
-        timestamp, sep, doc_id = text.partition("_")
+        """The cursor `encode` wrote, or ValueError: `<seq>_<id>`, the seq in ASCII
+        digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
+        seq, sep, doc_id = text.partition("_")
         if not sep or not 0 < len(doc_id) <= MAX_CURSOR_ID or doc_id.startswith("_"):
             raise ValueError("not a cursor")
-        return cls(ascii_int(timestamp, 0, MAX_TIMESTAMP), doc_id)
+        return cls(ascii_int(seq, 0, MAX_SEQ), doc_id)
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Cursor:
-        return cls(doc["timestamp"], doc["_id"])
+        return cls(doc["seq"], doc["_id"])
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class MessageStore:
         if await self.couch.ensure_database(self.database):
             log.info("created database", extra={"database": self.database})
         await self.couch.ensure_index(
-            self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, ["recipientId", "timestamp"]
+            self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, RECIPIENT_FIELDS
         )
         await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
 
@@ -230,6 +234,76 @@ class MessageStore:
         await self.couch.tombstone(self.database, leaves)
         self.metrics.deleted.inc()
 
+    async def delete_many(
+        self, ids: Sequence[str], recipient: str | None, attempts: int = 3
+    ) -> dict[str, str]:
+        """Delete every live leaf of each message in one `_bulk_docs` of tombstones; only
+        messages whose every leaf is `recipient`'s (any message when None, the master).
+
+        Returns id → "deleted", "not_found" (no live revision), "forbidden" (a leaf is
+        another's) or "conflict" (a revision kept arriving over `attempts` rounds).
+        """
+        outcome: dict[str, str] = {}
+        pending = list(dict.fromkeys(ids))
+        for _ in range(attempts):
+            leaves = await self._live_leaves_of(pending)
+            tombstones: list[dict[str, Any]] = []
+            for message_id in pending:
+                docs = leaves.get(message_id, [])
+                if not docs:
+                    outcome[message_id] = "not_found"
+                elif recipient is not None and any(
+                    doc.get("recipientId") != recipient for doc in docs
+                ):
+                    outcome[message_id] = "forbidden"
+                else:
+                    tombstones += docs
+            if not tombstones:
+                return outcome
+            written = await self.couch.bulk_docs(
+                self.database,
+                [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in tombstones],
+            )
+            # A leaf written meanwhile (replication): read that message's leaves again.
+            failed = {str(result.get("id")) for result in written if "error" in result}
+            done = {doc["_id"] for doc in tombstones} - failed
+            outcome.update(dict.fromkeys(done, "deleted"))
+            self.metrics.deleted.inc(len(done))
+            pending = [message_id for message_id in pending if message_id in failed]
+            if not pending:
+                return outcome
+        outcome.update(dict.fromkeys(pending, "conflict"))
+        return outcome
+
+    async def _live_leaves_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """id → its live leaf revisions: one `_all_docs` read for all (winners and the
+        revisions of their conflicts), and `open_revs=all` for the few in conflict."""
+        result = await self.couch.request(
+            "POST",
+            f"/{quote(self.database, safe='')}/_all_docs",
+            params={"include_docs": "true", "conflicts": "true"},
+            json={"keys": ids},
+        )
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise CouchError(502, "bad_response", "_all_docs answered without rows")
+        wanted = set(ids)
+        leaves: dict[str, list[dict[str, Any]]] = {}
+        in_conflict: list[str] = []
+        for row in rows:
+            doc = row.get("doc") if isinstance(row, dict) else None
+            # A missing or deleted winner: no live leaf (a live one would have won).
+            if not isinstance(doc, dict) or doc.get("_deleted") or doc.get("_id") not in wanted:
+                continue
+            if doc.get("_conflicts"):
+                in_conflict.append(doc["_id"])
+            else:
+                leaves[doc["_id"]] = [doc]
+        if in_conflict:
+            every = await asyncio.gather(*(self.live_leaves(doc_id) for doc_id in in_conflict))
+            leaves.update(zip(in_conflict, every, strict=True))
+        return leaves
+
     async def delete_expired(self, ids: list[str]) -> int:
         deleted = await self.couch.delete_all_leaves(self.database, ids)
         self.metrics.expired.inc(len(deleted))
@@ -266,6 +340,7 @@ _MESSAGE_FIELDS: dict[str, type] = {
     "nonce": str,
     "timestamp": int,
     "expiresAt": int,
+    "seq": int,
 }
 
 
@@ -286,27 +361,27 @@ def is_listable(row: object, recipient: str) -> bool:
 
 
 def _position(row: object) -> Cursor | None:
-    """Where a row sits in the index (timestamp, id), or None when it has no such place."""
+    """Where a row sits in the index (seq, id), or None when it has no such place."""
     if not isinstance(row, dict):
         return None
-    timestamp, doc_id = row.get("timestamp"), row.get("_id")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(doc_id, str):
+    seq, doc_id = row.get("seq"), row.get("_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(doc_id, str):
         return None
-    if not 0 <= timestamp <= MAX_TIMESTAMP:
+    if not 0 <= seq <= MAX_SEQ:
         return None
-    return Cursor(timestamp, doc_id)
+    return Cursor(seq, doc_id)
 
 
 def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict[str, Any]:
     """The `_find` body for at most `limit` of the recipient's rows from `position` on, ties
-    included, in (timestamp, id) order, on the recipient-timestamp index."""
+    included, in (seq, id) order, on the recipient-seq index."""
     return {
         # Index fields and range operators only: pouchdb-server would otherwise filter
-        # every later row in memory. The upper bound leaves out timestamps that are not
+        # every later row in memory. The upper bound leaves out values that are not
         # numbers (Mango's collation puts them after every number).
         "selector": {
             "recipientId": recipient,
-            "timestamp": {"$gte": position.timestamp if position else 0, "$lte": MAX_TIMESTAMP},
+            "seq": {"$gte": position.seq if position else 0, "$lte": MAX_SEQ},
         },
         "sort": RECIPIENT_SORT,
         "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],

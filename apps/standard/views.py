@@ -139,6 +139,36 @@ async def delete_message(request: web.Request) -> web.Response:
     fail(web.HTTPConflict, "conflict", "the message kept changing; try again")
 
 
+@routes.post("/messages/delete")
+async def delete_messages(request: web.Request) -> web.Response:
+    """`{"ids": [...]}` (1..max_page_limit canonical UUIDs): every revision of each of the
+    caller's messages, in one CouchDB write. 200 `{"results": [{"id", "deleted": true} |
+    {"id", "deleted": false, "error": "not_found" | "forbidden" | "conflict"}]}`, one per
+    distinct id in order; 400 for a bad body or id, 413 over the limit."""
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    settings = request.app[keys.SETTINGS]
+    body = await read_json_object(request, settings.max_page_limit * 64 + 1024)
+    ids = body.get("ids")
+    if set(body) != {"ids"} or not isinstance(ids, list) or not ids:
+        fail(web.HTTPBadRequest, "invalid_batch", 'the body must be {"ids": [...]}, not empty')
+    if len(ids) > settings.max_page_limit:
+        fail(PayloadTooLarge, "too_large", f"over {settings.max_page_limit} ids")
+    for index, message_id in enumerate(ids):
+        try:
+            canonical_uuid(message_id if isinstance(message_id, str) else "")
+        except ValueError as exc:
+            fail(web.HTTPBadRequest, "invalid_id", f"ids[{index}]: {exc}")
+    recipient = None if identity.is_master else identity.subject
+    outcome = await request.app[keys.STORE].delete_many(ids, recipient)
+    results = [
+        {"id": message_id, "deleted": True}
+        if outcome[message_id] == "deleted"
+        else {"id": message_id, "deleted": False, "error": outcome[message_id]}
+        for message_id in dict.fromkeys(ids)
+    ]
+    return web.json_response({"results": results})
+
+
 def _path_user_id(request: web.Request) -> str:
     """The `{user_id}` of the path, percent-decoded, or 400 `invalid_user_id`."""
     value = request.match_info["user_id"]
