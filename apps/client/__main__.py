@@ -152,6 +152,8 @@ async def run(args: argparse.Namespace) -> int:
             )
         elif args.command == "listen":
             logged_in(client, profile)
+            # A fresh token first: the socket's life starts from it, not from the login.
+            profile.save_token(await client.refresh())
             async with client.connect() as socket:
                 print(f"listening as {profile.username}; Ctrl-C to stop", file=sys.stderr)
                 # The token is refreshed on the socket (and saved) before it expires.

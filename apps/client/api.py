@@ -506,8 +506,7 @@ class Socket:
         token (to save it). A master that does not answer is asked again, until expiry."""
         while self.ws is not None and not self.ws.closed:
             expires = self.client.token_expires()
-            remaining = expires - time.time()
-            await asyncio.sleep(max(remaining * share, 0.5))
+            await asyncio.sleep(max((expires - time.time()) * share, 0.0))
             try:
                 await self.refresh()
             except ApiError as exc:
@@ -518,6 +517,7 @@ class Socket:
                 log.warning("token not refreshed yet: %s", exc)
                 if self.ws is None or self.ws.closed or time.time() >= expires:
                     return
+                await asyncio.sleep(1.0)
                 continue
             if on_token is not None and self.client.token is not None:
                 on_token(self.client.token)
