@@ -111,7 +111,7 @@ def load_messages(server: PouchServer, database: str, users: int, per_user: int)
     base = now_ms()
     batch = []
     for n in range(users * per_user):
-        body = message_body(recipient=f"u{n % users}", timestamp=base + n)
+        body = message_body(recipient=f"u{n % users}", timestamp=base + n, seq=(base + n) * 1000)
         batch.append({"_id": body.pop("id"), "type": "message", **body})
         if len(batch) == 2000:
             status, _ = http_json(

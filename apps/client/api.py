@@ -276,15 +276,13 @@ class KunoClient:
             raise KunoError(f"no storage node answered: {inbox.nodes_failed}")
         # The master's order of acceptance; a node's pages come in it, merged here.
         ordered = sorted(by_id.values(), key=lambda m: (m["seq"], m["id"]))
-        opened = await asyncio.gather(
-            *(
-                self.open(
-                    m["id"], m["senderId"], m["timestamp"], m["ciphertext"], m["nonce"], m["seq"]
-                )
-                for m in ordered
+        # Each sender's key once (a failure shows on each of its messages), then decrypt.
+        senders = {m["senderId"] for m in ordered}
+        await asyncio.gather(*(self.public_key(s) for s in senders), return_exceptions=True)
+        for m in ordered:
+            message = await self.open(
+                m["id"], m["senderId"], m["timestamp"], m["ciphertext"], m["nonce"], m["seq"]
             )
-        )
-        for message in opened:
             (inbox.messages if message.error is None else inbox.undecryptable).append(message)
         return inbox
 
