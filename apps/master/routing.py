@@ -37,7 +37,7 @@ from kuno.common.protocol import (
     serialise,
 )
 from kuno.common.tokens import TokenSigner
-from kuno.master.fanout import StandardNodes
+from kuno.master.fanout import QUEUE_FULL, StandardNodes
 from kuno.master.users import UserDirectory
 
 log = logging.getLogger("kuno.master.routing")
@@ -75,6 +75,7 @@ class Outcome:
     delivered: bool
     stored: int
     nodes: int
+    queue_full: bool = False  # a node refused it: the recipient's queue is at a bound
 
 
 def content_digest(frame: SendFrame) -> bytes:
@@ -340,6 +341,13 @@ class Router:
             return AckFrame(
                 id=frame.id, delivered=outcome.delivered, stored=0, nodes=0, storage="disabled"
             )
+        if outcome.stored == 0 and outcome.queue_full:
+            raise FrameError(
+                "queue_full",
+                f"{frame.to}'s queue is full (the most messages or bytes a recipient's "
+                "queue may hold); resend after they read their messages",
+                frame.id,
+            )
         if outcome.stored == 0:
             raise FrameError(
                 "not_stored",
@@ -437,7 +445,8 @@ class Router:
                 "message stored on fewer nodes than configured",
                 extra={"id": message.id, "stored": stored, "nodes": len(results)},
             )
-        return Outcome(routed.delivered, stored, len(results))
+        queue_full = any(result.outcome == QUEUE_FULL for result in results)
+        return Outcome(routed.delivered, stored, len(results), queue_full)
 
     async def _deliver(self, message: Message) -> bool:
         sockets = [c for c in self.connections.get(message.recipientId, ()) if c.open]

@@ -13,7 +13,7 @@ from kuno.common.tokens import TokenVerifier, load_public_key
 from kuno.common.web import client_session, retry_until_ready, service_app
 from kuno.standard import keys
 from kuno.standard.config import StandardSettings
-from kuno.standard.store import MessageStore, StoreMetrics
+from kuno.standard.store import MessageStore, QueueBounds, StoreMetrics
 from kuno.standard.views import now_ms, routes
 
 log = logging.getLogger("kuno.standard")
@@ -56,6 +56,11 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
             StoreMetrics(app[keys.REGISTRY]),
             max_write=settings.max_batch_messages,
             writes_in_flight=settings.store_writes_in_flight,
+            bounds=QueueBounds(
+                settings.max_queue_messages,
+                settings.max_queue_bytes,
+                settings.queue_near_fraction,
+            ),
         )
         yield
         await app[keys.STORE].close()

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kuno.common.batching import NaturalBatcher
-from kuno.common.couch import Conflict, CouchClient, CouchError
+from kuno.common.couch import Conflict, CouchClient, CouchError, NotFound
 from kuno.common.messages import MAX_SEQ, Message
 from kuno.standard.validation import ascii_int
 
@@ -25,6 +25,21 @@ RECIPIENT_FIELDS = ["recipientId", "seq"]
 EXPIRY_INDEX = "expires-at-index"
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
 RECIPIENT_SORT = [{"recipientId": "asc"}, {"seq": "asc"}]
+QUEUE_FULL = "queue_full"
+# One row per recipient: [messages, ciphertext bytes] of the live messages it holds (a
+# deleted document leaves every view). Bytes are the base64 length's 3/4: within 2 bytes.
+QUEUE_DESIGN = "_design/queues"
+QUEUE_VIEW = "size"
+QUEUE_MAP = """function (doc) {
+  if (doc.type === "message" && typeof doc.recipientId === "string"
+      && typeof doc.ciphertext === "string") {
+    emit(doc.recipientId, [1, Math.floor(doc.ciphertext.length * 3 / 4)]);
+  }
+}"""
+QUEUE_DESIGN_DOC = {
+    "language": "javascript",
+    "views": {QUEUE_VIEW: {"map": QUEUE_MAP, "reduce": "_sum"}},
+}
 # Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
 # A round that could not move on (rows of one millisecond already seen, rows deleted
@@ -66,11 +81,27 @@ class Stored:
     id: str
     created: bool
     error: str | None = None
+    reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"id": self.id, "stored": False, "error": self.error}
+            answer = {"id": self.id, "stored": False, "error": self.error}
+            return answer | ({"reason": self.reason} if self.reason else {})
         return {"id": self.id, "stored": True, "created": self.created}
+
+
+@dataclass(frozen=True)
+class QueueBounds:
+    """At most `messages` stored messages and `bytes` ciphertext bytes per recipient; a
+    queue at `near` (a fraction) of either bound counts as near it."""
+
+    messages: int
+    bytes: int
+    near: float = 0.8
+
+    def fill(self, messages: int, size: int) -> float:
+        """How full a queue of `messages` and `size` bytes is: the larger fraction."""
+        return max(messages / self.messages, size / self.bytes)
 
 
 @dataclass(frozen=True)
@@ -87,6 +118,16 @@ class StoreMetrics:
         )
         self.expired = Counter(
             "kuno_messages_expired", "Expired messages deleted", registry=registry
+        )
+        self.queue_full = Counter(
+            "kuno_messages_refused_queue_full",
+            "New messages refused: their recipient's queue was at its bound",
+            registry=registry,
+        )
+        self.near_bound = Gauge(
+            "kuno_queues_near_bound",
+            "Recipients whose queue was, when last written, at the near fraction of a bound",
+            registry=registry,
         )
         self.write_size = Histogram(
             "kuno_store_write_messages",
@@ -105,10 +146,13 @@ class MessageStore:
         *,
         max_write: int = 500,
         writes_in_flight: int = 2,
+        bounds: QueueBounds | None = None,
     ) -> None:
         self.couch = couch
         self.database = database
         self.metrics = metrics
+        self.bounds = bounds
+        self._near_bound: set[str] = set()
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
         self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
             self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
@@ -125,13 +169,36 @@ class MessageStore:
             self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, RECIPIENT_FIELDS
         )
         await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
+        await self._ensure_queue_view()
+
+    async def _ensure_queue_view(self) -> None:
+        path = f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}"
+        try:
+            current = await self.couch.request("GET", path)
+        except NotFound:
+            current = {}
+        if {k: current.get(k) for k in QUEUE_DESIGN_DOC} != QUEUE_DESIGN_DOC:
+            rev = {"_rev": current["_rev"]} if "_rev" in current else {}
+            try:
+                await self.couch.request("PUT", path, json=QUEUE_DESIGN_DOC | rev)
+            except Conflict:
+                log.info("queue view written meanwhile", extra={"database": self.database})
 
     async def store(self, messages: Sequence[Message]) -> list[Stored]:
         """Store the messages in one _bulk_docs; one result each, in order.
 
         New → created; already here (a conflict) or deleted before → not created, still a
-        success. The ids must be distinct.
+        success; new but over its recipient's queue bounds → error "queue_full" (nothing
+        stored is dropped for it). The ids must be distinct.
         """
+        refused = await self._over_bounds(messages) if self.bounds is not None else {}
+        if not refused:
+            return await self._write(messages)
+        accepted = [message for message in messages if message.id not in refused]
+        written = {result.id: result for result in await self._write(accepted)} if accepted else {}
+        return [refused.get(message.id) or written[message.id] for message in messages]
+
+    async def _write(self, messages: Sequence[Message]) -> list[Stored]:
         self.metrics.write_size.observe(len(messages))
         results = await self.couch.bulk_docs(
             self.database, [message.to_document() for message in messages]
@@ -160,6 +227,66 @@ class MessageStore:
             await self.couch.delete_all_leaves(self.database, revived)
         self.metrics.stored.inc(sum(result.created for result in stored))
         return stored
+
+    async def queue_sizes(self, recipients: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """recipient → (messages, ciphertext bytes) it holds now; (0, 0) for none."""
+        result = await self.couch.request(
+            "POST",
+            f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}/_view/{QUEUE_VIEW}",
+            params={"group": "true"},
+            json={"keys": list(recipients)},
+        )
+        sizes = dict.fromkeys(recipients, (0, 0))
+        for row in result.get("rows", []) if isinstance(result, dict) else []:
+            value = row.get("value") if isinstance(row, dict) else None
+            if isinstance(value, list) and len(value) == 2 and row.get("key") in sizes:
+                sizes[row["key"]] = (int(value[0]), int(value[1]))
+        return sizes
+
+    async def _over_bounds(self, messages: Sequence[Message]) -> dict[str, Stored]:
+        """The new messages that would take their recipient's queue over a bound, each
+        with its refusal; the batch's messages count in order. A message already stored
+        (or stored and deleted: a resend) is no new message: it stays a success."""
+        bounds = self.bounds
+        assert bounds is not None
+        sizes = await self.queue_sizes(sorted({m.recipientId for m in messages}))
+        over: dict[str, Stored] = {}
+        for message in messages:
+            count, size = sizes[message.recipientId]
+            count, size = count + 1, size + message.ciphertext_bytes
+            if count > bounds.messages or size > bounds.bytes:
+                which = "messages" if count > bounds.messages else "bytes"
+                limit = bounds.messages if which == "messages" else bounds.bytes
+                reason = f"the recipient's queue holds its most {which} ({limit})"
+                over[message.id] = Stored(message.id, False, QUEUE_FULL, reason)
+            else:
+                sizes[message.recipientId] = (count, size)
+        for recipient, (count, size) in sizes.items():
+            if bounds.fill(count, size) >= bounds.near:
+                self._near_bound.add(recipient)
+            else:
+                self._near_bound.discard(recipient)
+        self.metrics.near_bound.set(len(self._near_bound))
+        if over:
+            for known in await self._known_ids(list(over)):
+                over[known] = Stored(known, created=False)
+        refused = sum(result.error is not None for result in over.values())
+        if refused:
+            self.metrics.queue_full.inc(refused)
+            log.info("messages refused: queue full", extra={"count": refused})
+        return over
+
+    async def _known_ids(self, ids: list[str]) -> list[str]:
+        """The ids this database has a document (or a tombstone) for."""
+        result = await self.couch.request(
+            "POST", f"/{quote(self.database, safe='')}/_all_docs", json={"keys": ids}
+        )
+        rows = result.get("rows", []) if isinstance(result, dict) else []
+        return [
+            row["key"]
+            for row in rows
+            if isinstance(row, dict) and isinstance(row.get("value"), dict) and "key" in row
+        ]
 
     async def store_one(self, message: Message) -> Stored:
         """Store one message, in the same CouchDB write as others stored meanwhile."""

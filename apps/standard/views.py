@@ -11,10 +11,17 @@ from kuno.common import couch
 from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys, validation
-from kuno.standard.store import Cursor
+from kuno.standard.store import QUEUE_FULL, Cursor
 from kuno.standard.validation import query_int, query_value
 
 routes = web.RouteTableDef()
+
+
+class InsufficientStorage(web.HTTPError):
+    """507: the recipient's queue is at its bound (RFC 4918 §11.5)."""
+
+    status_code = 507
+
 
 # CouchDB 3's scheduler states and pouchdb-server's `_replication_state` that mean trouble.
 FAILING_REPLICATION_STATES = frozenset({"crashing", "failed", "error"})
@@ -27,12 +34,14 @@ def now_ms() -> int:
 @routes.post("/messages")
 async def store_message(request: web.Request) -> web.Response:
     """One message, in the same CouchDB write as others stored meanwhile: 201 stored, 200
-    already stored."""
+    already stored, 507 `queue_full` when its recipient's queue is at a bound."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
     body = await read_json_object(request, settings.max_message_body)
     message = _validate(body, settings.max_ciphertext_bytes)
     result = await request.app[keys.STORE].store_one(message)
+    if result.error == QUEUE_FULL:
+        fail(InsufficientStorage, QUEUE_FULL, result.reason or "the recipient's queue is full")
     if result.error is not None:
         raise couch.CouchError(502, result.error, "CouchDB refused the message")
     return web.json_response(result.as_json(), status=201 if result.created else 200)
@@ -43,7 +52,9 @@ async def store_messages(request: web.Request) -> web.Response:
     """`{"messages": [...]}` in one CouchDB write; every message is checked first and one
     bad message refuses the whole batch (400/413, nothing stored). 200 with one result per
     message, in order: `{"id", "stored": true, "created": bool}`, or
-    `{"id", "stored": false, "error"}` when CouchDB refused that document."""
+    `{"id", "stored": false, "error"}` when CouchDB refused that document, or `{"id",
+    "stored": false, "error": "queue_full", "reason"}` when its recipient's queue is at a
+    bound."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
     body = await read_json_object(request, settings.max_batch_body)
