@@ -233,7 +233,10 @@ class MessageStore:
         result = await self.couch.request(
             "POST",
             f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}/_view/{QUEUE_VIEW}",
-            params={"group": "true"},
+            # Not waiting for the view to catch up (a first build over a large database
+            # takes minutes): the counts may lag by the writes since it last did, which
+            # CouchDB then indexes in the background.
+            params={"group": "true", "update": "lazy"},
             json={"keys": list(recipients)},
         )
         sizes = dict.fromkeys(recipients, (0, 0))
