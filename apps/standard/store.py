@@ -153,6 +153,7 @@ class MessageStore:
         self.metrics = metrics
         self.bounds = bounds
         self._near_bound: set[str] = set()
+        self._backfilled = False
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
         self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
             self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
@@ -170,6 +171,8 @@ class MessageStore:
         )
         await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
         await self._ensure_queue_view()
+        # Messages of an older release listed from the start; the sweep does the rest.
+        await self.backfill_seq(500, max_batches=20)
 
     async def _ensure_queue_view(self) -> None:
         path = f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}"
@@ -439,8 +442,41 @@ class MessageStore:
         self.metrics.expired.inc(len(deleted))
         return len(deleted)
 
+    async def backfill_seq(self, batch: int, max_batches: int = 100) -> int:
+        """Give each message stored before the master set `seq` (an older release) the
+        `seq` timestamp * 1000, so the recipient index lists it; returns how many were
+        written. Every node writes the same body, so the same revision. Once a pass finds
+        none, later calls return 0 at once (a full scan: no index holds the missing)."""
+        if self._backfilled:
+            return 0
+        total = 0
+        for _ in range(max_batches):
+            result = await self.couch.find(
+                self.database,
+                {"selector": {"type": "message", "seq": {"$exists": False}}, "limit": batch},
+            )
+            found = result.get("docs") if isinstance(result, dict) else None
+            if not isinstance(found, list):
+                raise CouchError(502, "bad_response", "_find answered without a docs list")
+            docs = [
+                doc | {"seq": doc["timestamp"] * 1000}
+                for doc in found
+                if isinstance(doc, dict) and _position(doc | {"seq": doc.get("timestamp")})
+            ]
+            if docs:
+                written = await self.couch.bulk_docs(self.database, docs)
+                total += sum("error" not in result for result in written)
+            if len(found) < batch:
+                self._backfilled = True
+                break
+        if total:
+            log.info("gave older messages their seq", extra={"count": total})
+        return total
+
     async def sweep(self, now_ms: int, batch: int, max_batches: int = 100) -> int:
-        """Delete expired messages nobody read; returns how many."""
+        """Delete expired messages nobody read; returns how many. Messages of an older
+        release get their `seq` first (backfill_seq)."""
+        await self.backfill_seq(batch, max_batches)
         total = 0
         for _ in range(max_batches):
             result = await self.couch.find(
