@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,12 +155,20 @@ class MessageStore:
         self.bounds = bounds
         self._near_bound: set[str] = set()
         self._backfilled = False
+        # Bounds are checked once the queue view is built: its first build over a large
+        # database takes longer than a store may wait.
+        self._queue_view_ready = False
+        self._warming: asyncio.Task[None] | None = None
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
         self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
             self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
         )
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await self._singles.close()
 
     async def prepare(self) -> None:
@@ -171,6 +180,10 @@ class MessageStore:
         )
         await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
         await self._ensure_queue_view()
+        if self.bounds is not None and not self._queue_view_ready:
+            # At once on a small database; a large one's build goes on in the background.
+            if not await self._build_queue_view() and self._warming is None:
+                self._warming = asyncio.create_task(self._keep_building_queue_view())
         # Messages of an older release listed from the start; the sweep does the rest.
         await self.backfill_seq(500, max_batches=20)
 
@@ -194,7 +207,8 @@ class MessageStore:
         success; new but over its recipient's queue bounds → error "queue_full" (nothing
         stored is dropped for it). The ids must be distinct.
         """
-        refused = await self._over_bounds(messages) if self.bounds is not None else {}
+        checked = self.bounds is not None and self._queue_view_ready
+        refused = await self._over_bounds(messages) if checked else {}
         if not refused:
             return await self._write(messages)
         accepted = [message for message in messages if message.id not in refused]
@@ -230,6 +244,28 @@ class MessageStore:
             await self.couch.delete_all_leaves(self.database, revived)
         self.metrics.stored.inc(sum(result.created for result in stored))
         return stored
+
+    async def _build_queue_view(self) -> bool:
+        """Bring the queue view up to date; True once it is (bounds are checked from then
+        on), False when CouchDB gave up waiting (the build goes on there)."""
+        try:
+            await self.couch.request(
+                "GET",
+                f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}/_view/{QUEUE_VIEW}",
+                params={"limit": "0", "reduce": "false"},
+            )
+        except CouchError as exc:
+            log.info("queue view still building", extra={"cause": exc.error})
+            return False
+        self._queue_view_ready = True
+        return True
+
+    async def _keep_building_queue_view(self, pause: float = 1.0) -> None:
+        while True:
+            if await self._build_queue_view():
+                break
+            await asyncio.sleep(pause)
+        log.info("queue view built: queue bounds apply", extra={"database": self.database})
 
     async def queue_sizes(self, recipients: Sequence[str]) -> dict[str, tuple[int, int]]:
         """recipient → (messages, ciphertext bytes) it holds now; (0, 0) for none."""
