@@ -37,19 +37,10 @@ attributes:
     description: Shows the replication before and after, credentials redacted.
 extends_documentation_fragment:
   - kuno_couchdb
+  - kuno_couchdb_replication
 options:
-  url:
-    description: Base URL of the server that holds the C(_replicator) database, without credentials.
   user:
     description: User name for HTTP basic authentication to O(url).
-  id:
-    description: The C(_id) of the replication document.
-    type: str
-    required: true
-  replicator_db:
-    description: The replicator database.
-    type: str
-    default: _replicator
   source:
     description:
       - Full URL of the source database without credentials, for example
@@ -125,14 +116,6 @@ options:
         finish. Must be longer than O(settle_time).
     type: float
     default: 60
-  settle_time:
-    description:
-      - Seconds a replication must have stayed running, with no error, before O(wait) counts it
-        as running.
-      - CouchDB 3.5 showed a pull whose source refuses its credentials as C(running) for 2.4 to
-        5.4 s before C(crashing); the default leaves a margin above that.
-    type: float
-    default: 10
   pouchdb_tolerates_rejections:
     description:
       - pouchdb-server only. Say that the server runs under C(node --unhandled-rejections=warn),
@@ -156,6 +139,11 @@ notes:
     Measured with pouchdb-server 4.2.0 on node 20."
   - Run pouchdb-server under C(node --unhandled-rejections=warn) to make deletion of a running
     replication and authentication failures survivable, and set O(pouchdb_tolerates_rejections).
+  - O(restart) and O(wait) run the same code as M(couchdb_replication_job), which restarts and
+    waits for the job of an existing document without its options.
+seealso:
+  - module: couchdb_replication_job
+  - module: couchdb_replication_info
 """
 
 EXAMPLES = r"""
@@ -272,50 +260,30 @@ import hashlib
 import hmac
 import json
 import os
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.couchdb import (
-    FLAVOUR_COUCHDB,
-    FLAVOUR_POUCHDB,
     REDACTED,
-    REPLICATION_SETTLE_SECONDS,
-    SETTLE_COMPLETED,
-    SETTLE_FAILED,
-    SETTLE_RUNNING,
-    CouchDBClient,
-    CouchDBError,
     CouchDBModule,
-    Forbidden,
-    Unauthorized,
     check_plain_url,
-    couchdb_argument_spec,
-    poll,
-    quote_segment,
     run_module,
-    settle_replication,
     strip_userinfo,
     with_userinfo,
 )
+from ansible.module_utils.couchdb_replication import (
+    AUTH_OBJECT_SINCE,  # noqa: F401 - read by the tests as this module's
+    DIGEST_FIELD,
+    ReplicationJob,
+    credential_location,
+    endpoint_client,
+    replication_argument_spec,
+    replicator_for,
+)
 
-DIGEST_FIELD = "ansible_credentials_digest"
 DIGEST_ITERATIONS = 100000
 # Top-level fields the server manages: _id, _rev, _replication_* (both flavours) and owner (CouchDB).
 SERVER_FIELDS = ("owner",)
-# CouchDB reads credentials from the auth object from 3.2 on.
-AUTH_OBJECT_SINCE = (3, 2)
-POUCHDB_RUNNING = "triggered"
-
-
-class ReplicationError(CouchDBError):
-    """A replication the module will not touch, or one that does not run."""
-
-    def __init__(self, message):
-        self.message = message
-        super().__init__("", "", reason=message)
-
-    def describe(self):
-        return self.message
 
 
 # --- credentials digest -----------------------------------------------------------
@@ -352,19 +320,6 @@ def same_digest(stored, credentials):
 
 
 # --- endpoints ----------------------------------------------------------------------
-
-
-def credential_location(endpoint):
-    """Where an endpoint carries its credentials: "auth", "headers", "url" or None."""
-    if isinstance(endpoint, dict):
-        if endpoint.get("auth"):
-            return "auth"
-        if (endpoint.get("headers") or {}).get("Authorization"):
-            return "headers"
-        endpoint = endpoint.get("url")
-    if isinstance(endpoint, str) and strip_userinfo(endpoint) != endpoint:
-        return "url"
-    return None
 
 
 def normalise_endpoint(endpoint):
@@ -418,38 +373,30 @@ def replication_needs_update(before, after):
 
 
 class Replication(CouchDBModule):
+    """The _replicator document: read, compare, write; the flavour's rails in self.replicator,
+    restart and wait in ReplicationJob."""
+
     result_key = "replication"
 
     def __init__(self, module):
         super().__init__(module)
-        self.db_path = "/" + quote_segment(self.params["replicator_db"])
-        self.doc_path = self.db_path + "/" + quote_segment(self.params["id"])
+        p = self.params
         for name in ("source", "target"):
-            if self.params[name]:
-                reason = check_plain_url(self.params[name])
+            if p[name]:
+                reason = check_plain_url(p[name])
                 if reason:
                     raise ValueError("The %s option %s." % (name, reason))
         # Ansible masks no_log values verbatim; the URL form of a password is percent-encoded.
         for name in ("source_password", "target_password"):
-            if self.params[name]:
-                module.no_log_values.add(quote(self.params[name], safe=""))
-        if self.params["wait"] and self.params["settle_time"] >= self.params["wait_timeout"]:
+            if p[name]:
+                module.no_log_values.add(quote(p[name], safe=""))
+        if p["wait"] and p["settle_time"] >= p["wait_timeout"]:
             raise ValueError("settle_time must be shorter than wait_timeout.")
+        self.replicator = replicator_for(self.client, p["replicator_db"], p["pouchdb_tolerates_rejections"])
+        self.job = ReplicationJob(self.replicator, p["id"])
         self.current_doc = None
         # The server's time of this task's write of the document (its Date header), if any.
         self.written_at = None
-
-    # --- flavour -------------------------------------------------------------------
-
-    @property
-    def pouchdb(self):
-        return self.client.flavour == FLAVOUR_POUCHDB
-
-    @property
-    def credential_location(self):
-        if self.client.flavour == FLAVOUR_COUCHDB and self.client.version >= AUTH_OBJECT_SINCE:
-            return "auth"
-        return "url"
 
     def credentials(self):
         p = self.params
@@ -458,7 +405,7 @@ class Replication(CouchDBModule):
     # --- read, normalise, compare ------------------------------------------------------
 
     def read(self):
-        self.current_doc = self.client.get_or_none(self.doc_path)
+        self.current_doc = self.client.get_or_none(self.replicator.doc_path(self.params["id"]))
         return self.current_doc
 
     def normalise(self, current):
@@ -467,20 +414,12 @@ class Replication(CouchDBModule):
     def desired(self, current):
         p = self.params
         stored = (current or {}).get(DIGEST_FIELD)
-        if same_digest(stored, self.credentials()):
-            digest = stored
-        else:
-            digest = credentials_digest(self.credentials())
+        digest = stored if same_digest(stored, self.credentials()) else credentials_digest(self.credentials())
+        location = self.replicator.credential_location
         return {
             "id": p["id"],
-            "source": {
-                "url": p["source"],
-                "credentials": self.credential_location if p["source_user"] else None,
-            },
-            "target": {
-                "url": p["target"],
-                "credentials": self.credential_location if p["target_user"] else None,
-            },
+            "source": {"url": p["source"], "credentials": location if p["source_user"] else None},
+            "target": {"url": p["target"], "credentials": location if p["target_user"] else None},
             "continuous": p["continuous"],
             "create_target": p["create_target"],
             "selector": p["selector"] or None,
@@ -493,22 +432,15 @@ class Replication(CouchDBModule):
     def public(self, normalised):
         if normalised is None:
             return None
-        shown = dict(normalised)
-        shown["credentials"] = REDACTED if normalised.get("credentials") else None
-        return shown
+        return dict(normalised, credentials=REDACTED if normalised.get("credentials") else None)
 
     def body(self, desired):
         p = self.params
         doc = {
-            "source": endpoint_body(
-                p["source"], p["source_user"], p["source_password"], desired["source"]["credentials"]
-            ),
-            "target": endpoint_body(
-                p["target"], p["target_user"], p["target_password"], desired["target"]["credentials"]
-            ),
-            "continuous": p["continuous"],
-            "create_target": p["create_target"],
+            name: endpoint_body(p[name], p[name + "_user"], p[name + "_password"], desired[name]["credentials"])
+            for name in ("source", "target")
         }
+        doc.update(continuous=p["continuous"], create_target=p["create_target"])
         if p["selector"]:
             doc["selector"] = p["selector"]
         if desired["credentials"]:
@@ -518,215 +450,62 @@ class Replication(CouchDBModule):
     # --- act -------------------------------------------------------------------------
 
     def preflight(self, operation, current):
+        p = self.params
         if operation == "delete":
             if not self.module.check_mode:
-                current = self.current_doc = self.wait_for_pouchdb_one_off(current)
-            self.refuse_if_pouchdb_running(current, "remove")
+                current = self.current_doc = self.replicator.before_delete(p["id"], current, p["wait_timeout"])
+            self.replicator.refuse_edit(current, p["id"], "remove")
             return
         if operation == "update":
-            self.refuse_if_pouchdb_running(current, "update")
-        self.refuse_selector_from_pouchdb()
-        self.check_endpoints_before_write()
+            self.replicator.refuse_edit(current, p["id"], "update")
+        self.replicator.refuse_selector(
+            p["selector"],
+            p["source"],
+            lambda root: endpoint_client(root, p["source_user"], p["source_password"], p),
+        )
+        self.replicator.check_credentials(
+            (name, endpoint_client(p[name], p[name + "_user"], p[name + "_password"], p))
+            for name in ("source", "target")
+        )
 
     def create(self, desired):
-        self.client.put(self.doc_path, self.body(desired))
-        self.written_at = self.client.server_time
+        self.written_at = self.replicator.write(self.params["id"], self.body(desired))
 
     def update(self, current, desired):
-        if self.pouchdb_busy(current):
-            # pouchdb-server lets only its replicator edit it; the tolerant server survives a delete.
-            self.rewrite(current, desired)
-            return
-        body = self.body(desired)
-        body["_rev"] = current["_rev"]
-        self.client.put(self.doc_path, body)
-        self.written_at = self.client.server_time
-
-    def rewrite(self, current, desired):
-        """Delete and write again: a new replication job on either flavour."""
-        self.client.delete(self.doc_path, query={"rev": current["_rev"]})
-        self.client.put(self.doc_path, self.body(desired))
-        self.written_at = self.client.server_time
+        self.written_at = self.replicator.write(self.params["id"], self.body(desired), current)
 
     def delete(self, current):
-        self.client.delete(self.doc_path, query={"rev": self.current_doc["_rev"]})
-
-    # --- pouchdb-server's replicator ---------------------------------------------------
-
-    def pouchdb_busy(self, doc):
-        """Whether doc is the document of a replication pouchdb-server runs (state triggered)."""
-        return self.pouchdb and doc.get("_replication_state") == POUCHDB_RUNNING
-
-    def refuse_if_pouchdb_running(self, current, verb):
-        if not self.pouchdb_busy(current) or self.params["pouchdb_tolerates_rejections"]:
-            return
-        raise ReplicationError(
-            "pouchdb-server cannot %s the running replication %r: it refuses any edit of a "
-            "triggered replication document (HTTP 403), and deleting one makes its process exit "
-            "(an unhandled promise rejection in its replicator). Nothing was written; the server "
-            "runs on. Run pouchdb-server under node --unhandled-rejections=warn and set "
-            "pouchdb_tolerates_rejections, or remove the document while its state is error or completed."
-            % (verb, self.params["id"])
-        )
-
-    def wait_for_pouchdb_one_off(self, current):
-        """A one-off replication on pouchdb-server ends by itself: give it wait_timeout to do so."""
-        if not self.pouchdb or current.get("continuous") or current.get("_replication_state") != POUCHDB_RUNNING:
-            return current
-        doc, _ended = poll(
-            lambda: self.client.get(self.doc_path),
-            lambda doc: doc.get("_replication_state") != POUCHDB_RUNNING,
-            self.params["wait_timeout"],
-        )
-        return doc
-
-    def endpoint_clients(self):
-        p = self.params
-        for name in ("source", "target"):
-            yield name, CouchDBClient(
-                p[name],
-                user=p[name + "_user"],
-                password=p[name + "_password"],
-                timeout=p["timeout"],
-                validate_certs=p["validate_certs"],
-            )
-
-    def refuse_selector_from_pouchdb(self):
-        """pouchdb-server 4.2 reads the _selector changes filter as a design document
-        "_design/_selector" and its process exits on the 404 (measured). Refuse a selector when
-        this server is pouchdb-server (its peers are the same kind) or the source says it is."""
-        if not self.params["selector"]:
-            return
-        source_is_pouchdb = False
-        if not self.pouchdb:
-            parts = urlsplit(self.params["source"])
-            root = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/").rsplit("/", 1)[0], "", ""))
-            try:
-                source_is_pouchdb = CouchDBClient(
-                    root,
-                    user=self.params["source_user"],
-                    password=self.params["source_password"],
-                    timeout=self.params["timeout"],
-                    validate_certs=self.params["validate_certs"],
-                ).flavour == FLAVOUR_POUCHDB
-            except CouchDBError:
-                pass  # not reachable from here: the server that replicates may reach it
-        if self.pouchdb or source_is_pouchdb:
-            raise ReplicationError(
-                "pouchdb-server cannot serve a replication with a selector: the source's process "
-                "exits on the _selector changes filter. Nothing was written; leave out selector."
-            )
-
-    def check_endpoints_before_write(self):
-        """On pouchdb-server a replication that fails authentication kills the process, at
-        every start: refuse to write one whose endpoint rejects its credentials."""
-        if not self.pouchdb or self.params["pouchdb_tolerates_rejections"]:
-            return
-        for name, client in self.endpoint_clients():
-            try:
-                client.get("/")
-            except (Unauthorized, Forbidden) as exc:
-                raise ReplicationError(
-                    "The %s refuses the replication's credentials (HTTP %s: %s), and pouchdb-server "
-                    "exits when a replication fails authentication. Nothing was written."
-                    % (name, exc.status, exc.reason or exc.error)
-                ) from None
-            except CouchDBError:
-                pass  # not reachable from here, or no database yet: the replicator retries
-
-    # --- restart and wait -------------------------------------------------------------
+        self.client.delete(self.replicator.doc_path(self.params["id"]), query={"rev": self.current_doc["_rev"]})
 
     def after_act(self, operation, result):
-        result["flavour"] = self.client.flavour
-        if self.params["state"] != "present":
+        p = self.params
+        result["flavour"] = self.replicator.name
+        if p["state"] != "present":
             return
-        if self.params["restart"]:
+        if p["restart"]:
             result["restarted"] = self.restart(operation)
             if result["restarted"]:
                 result["changed"] = True
-        if self.params["wait"] and not self.module.check_mode:
-            result["status"] = self.wait(self.written_at)
+        if p["wait"] and not self.module.check_mode:
+            result["status"] = self.job.wait(p["continuous"], p["settle_time"], p["wait_timeout"], self.written_at)
 
     def restart(self, operation):
         if operation == "create":
             return True  # a new document starts a new job
-        if self.module.check_mode:
-            doc = self.current_doc
-        else:
-            doc = self.client.get(self.doc_path)
-        if self.pouchdb_busy(doc) and not self.params["pouchdb_tolerates_rejections"]:
-            self.module.warn(
-                "pouchdb-server runs replication %r and retries it by itself, with a back-off of at "
-                "most 10 minutes; it cannot restart it without its process exiting: not restarted."
-                % self.params["id"]
-            )
+        doc = self.current_doc if self.module.check_mode else self.client.get(self.replicator.doc_path(self.params["id"]))
+        refusal = self.replicator.restart_refusal(doc)
+        if refusal:
+            self.module.warn("Replication %r: %s: not restarted." % (self.params["id"], refusal))
             return False
-        if self.module.check_mode:
-            return True
-        if self.pouchdb and not self.pouchdb_busy(doc):
-            # A rewrite without the _replication_* fields starts it again.
-            body = self.body(self.desired(doc))
-            body["_rev"] = doc["_rev"]
-            self.client.put(self.doc_path, body)
-            self.written_at = self.client.server_time
-        else:
-            # CouchDB: a deleted and rewritten document is a new job, without the old back-off.
-            self.rewrite(doc, self.desired(doc))
+        if not self.module.check_mode:
+            self.written_at = self.job.restart(self.body(self.desired(doc)), doc)
         return True
-
-    def read_state(self):
-        """The replication as the server reports it: its CouchDB 3 /_scheduler/docs document or
-        its pouchdb-server _replicator document; None when there is none."""
-        if self.pouchdb:
-            return self.client.get_or_none(self.doc_path)
-        return self.client.get_or_none(
-            "/_scheduler/docs" + self.db_path + "/" + quote_segment(self.params["id"])
-        )
-
-    def wait(self, written_at):
-        """Poll until the replication has stayed running for settle_time with no error (or, one
-        that is not continuous, has completed); raise ReplicationError with the server's reason
-        when it fails, or when wait_timeout passes first."""
-        p = self.params
-        wanted = (SETTLE_RUNNING, SETTLE_COMPLETED) if p["continuous"] else (SETTLE_COMPLETED,)
-
-        def read():
-            doc = self.read_state()
-            return settle_replication(doc, self.client.server_time, p["settle_time"], written_at)
-
-        def settled(status):
-            return status["verdict"] == SETTLE_FAILED or status["verdict"] in wanted
-
-        status, done = poll(read, settled, p["wait_timeout"])
-        if status["verdict"] == SETTLE_FAILED:
-            raise ReplicationError(
-                "Replication %r is %s: %s"
-                % (p["id"], status["state"], status["reason"] or "no reason given")
-            )
-        if not done:
-            running = ""
-            if status["running_for"] is not None:
-                running = ", running for %.1f s of the settle time %s s" % (
-                    status["running_for"],
-                    p["settle_time"],
-                )
-            raise ReplicationError(
-                "Replication %r did not settle within %s s (state: %s%s)"
-                % (p["id"], p["wait_timeout"], status["state"], running)
-            )
-        return {
-            "state": status["state"],
-            "reason": status["reason"],
-            "running_for": status["running_for"],
-        }
 
 
 def argument_spec():
     """The connection options and this module's own."""
-    spec = couchdb_argument_spec()
+    spec = replication_argument_spec()
     spec.update(
-        id=dict(type="str", required=True),
-        replicator_db=dict(type="str", default="_replicator"),
         source=dict(type="str"),
         target=dict(type="str"),
         source_user=dict(type="str"),
@@ -739,9 +518,6 @@ def argument_spec():
         state=dict(type="str", default="present", choices=["present", "absent"]),
         restart=dict(type="bool", default=False),
         wait=dict(type="bool", default=False),
-        wait_timeout=dict(type="float", default=60),
-        settle_time=dict(type="float", default=REPLICATION_SETTLE_SECONDS),
-        pouchdb_tolerates_rejections=dict(type="bool", default=False),
     )
     return spec
 

@@ -67,6 +67,24 @@ options:
   source_password:
     description: Its password; by default O(password). Never logged.
     type: str
+  pull_databases:
+    description:
+      - The databases this server pulls from every one of O(pull_peers), to name the
+        replications it should have (C(<id_prefix><database>-from-<peer>), the ids the
+        replication role writes). Then the module also returns RV(pulls), RV(wanted),
+        RV(missing), RV(unwanted) and each replication's RV(replications[].wanted), and
+        RV(restart) holds wanted ones only.
+    type: list
+    elements: str
+  pull_peers:
+    description: The node names this server pulls from (with O(pull_databases)).
+    type: list
+    elements: str
+    default: []
+  id_prefix:
+    description: The prefix of the ids of the replications the replication role manages.
+    type: str
+    default: kuno-
 seealso:
   - module: couchdb_replication
   - name: CouchDB replication scheduler
@@ -135,7 +153,10 @@ replications:
       type: str
       sample: null
     healthy:
-      description: Whether the state is C(running), C(completed) or (pouchdb-server) C(triggered).
+      description:
+        - Whether RV(replications[].condition) is V(running) or V(completed) (before the
+          stall test), that is running (pouchdb-server C(triggered)) for 10 s on the server's clock
+          with no error in its job info, or a one-off replication that completed.
       type: bool
       sample: true
     stalled:
@@ -157,24 +178,59 @@ replications:
       sample: null
     condition:
       description:
-        - V(failing) (CouchDB's C(crashing), C(failed), C(error), or C(pending) with a
-          reason; pouchdb-server's C(error)), V(stalled), V(running) (also C(triggered)),
-          V(completed), or V(starting) (no state yet, or C(pending)/C(initializing) without
-          a reason).
+        - The one classification of replication states (C(kuno.common.replications), the
+          standard node's C(/health) reads it too).
+        - V(failed) (CouchDB's C(crashing), C(failed), C(error), or any other state with an
+          error, such as C(pending) after a crash; pouchdb-server's C(error)), V(stalled)
+          (running but not carrying its changes, see O(stall_window)), V(running) (also
+          C(triggered)) for 10 s or more with no error, V(settling) (running, not that long
+          yet), V(completed), or V(waiting) (no state yet, or C(pending)/C(initializing)
+          without an error).
       type: str
       sample: running
+    wanted:
+      description: Whether the replication is one of RV(wanted).
+      returned: when O(pull_databases) is given
+      type: bool
+      sample: true
     needs_restart:
       description:
         - Whether a new job (the document deleted and written again) would help, see
-          RV(restart). V(failing) ones, and V(stalled) ones on CouchDB.
+          RV(restart). V(failed) ones, and V(stalled) ones on CouchDB.
         - Not a stalled one on pouchdb-server, which does not start a running replication
           whose document was deleted and written again (its replicator takes the new
           document for a duplicate of the one it still runs), and whose image drops dead
           connections by itself (TCP keep-alive).
       type: bool
       sample: false
+pulls:
+  description: The pulls this server should have, database by database.
+  returned: when O(pull_databases) is given
+  type: list
+  elements: dict
+  sample: [{id: kuno-messages-from-node2, database: messages, peer: node2}]
+wanted:
+  description: The ids of RV(pulls).
+  returned: when O(pull_databases) is given
+  type: list
+  elements: str
+  sample: [kuno-messages-from-node2]
+missing:
+  description: The ids of RV(wanted) without a replication document.
+  returned: when O(pull_databases) is given
+  type: list
+  elements: str
+  sample: []
+unwanted:
+  description: Ids with O(id_prefix) that are not in RV(wanted) (a node left), sorted.
+  returned: when O(pull_databases) is given
+  type: list
+  elements: str
+  sample: [kuno-messages-from-node4]
 restart:
-  description: The ids of the replications that need a restart (RV(replications[].needs_restart)), sorted.
+  description:
+    - The ids of the replications that need a restart (RV(replications[].needs_restart)),
+      sorted; with O(pull_databases), the wanted ones only.
   returned: always
   type: list
   elements: str
@@ -191,63 +247,33 @@ from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.couchdb import (
-    FAILED_STATES,
-    FLAVOUR_COUCHDB,
     CouchDBClient,
     CouchDBError,
     CouchDBModule,
     couchdb_argument_spec,
-    quote_segment,
-    read_replications,
     run_module,
     strip_userinfo,
 )
-
-
-# States in which a replication should be carrying changes: CouchDB 3's scheduler, pouchdb-server.
-RUNNING_STATES = ("running", "triggered")
-# CouchDB 3's counters of a job (info in /_scheduler/docs); any change is progress.
-PROGRESS_COUNTERS = (
-    "revisions_checked",
-    "missing_revisions_found",
-    "docs_read",
-    "docs_written",
-    "doc_write_failures",
-    "source_seq",
-    "through_seq",
-    "checkpointed_source_seq",
+from ansible.module_utils.couchdb_replication import (
+    CouchDBReplicator,
+    PouchDBReplicator,
+    read_replications,
+    replicator_for,
+)
+from ansible.module_utils.replications import (
+    FAILED,
+    ID_PREFIX,
+    RUNNING_STATES,
+    classify,
+    pull_ids,
+    replication_id,
 )
 
+# A look at a replication for the stall test, by flavour (tests/modules/test_stall.py).
+scheduler_sample = CouchDBReplicator.sample
+replicator_doc_sample = PouchDBReplicator.sample
+
 # --- pure functions: what a look at a replication shows --------------------------------
-
-
-def scheduler_sample(doc):
-    """A look at a CouchDB 3 replication from its /_scheduler/docs entry.
-
-    {state, job, marks}: job names the job run (its replication id and start time: a
-    restarted job is another run), marks are its progress counters (null before the job
-    has reported any).
-    """
-    info = doc.get("info")
-    marks = None
-    if isinstance(info, dict) and any(key in info for key in PROGRESS_COUNTERS):
-        marks = {key: info.get(key) for key in PROGRESS_COUNTERS}
-    return dict(
-        state=doc.get("state"), job="%s@%s" % (doc.get("id"), doc.get("start_time")), marks=marks
-    )
-
-
-def replicator_doc_sample(doc):
-    """A look at a pouchdb-server replication from its _replicator document.
-
-    pouchdb-server exposes no progress counters; its _replication_id and
-    _replication_state_time change when the replication is started again.
-    """
-    return dict(
-        state=doc.get("_replication_state"),
-        job="%s@%s" % (doc.get("_replication_id"), doc.get("_replication_state_time")),
-        marks=None,
-    )
 
 
 def newest_revisions(changes):
@@ -310,21 +336,18 @@ def assess_stall(before, after):
 
 def needs_restart(condition_, flavour):
     """Whether a replication in this condition on this flavour wants a new job."""
-    return condition_ == "failing" or (condition_ == "stalled" and flavour == FLAVOUR_COUCHDB)
+    restarts_stalled = (CouchDBReplicator if flavour == CouchDBReplicator.name else PouchDBReplicator).restarts_stalled
+    return condition_ == FAILED or (condition_ == "stalled" and restarts_stalled)
 
 
 def condition(replication):
-    """failing, stalled, running, completed or starting (see RETURN)."""
-    state = replication.get("state")
-    if state in FAILED_STATES or (state == "pending" and replication.get("reason")):
-        return "failing"
-    if replication.get("stalled"):
-        return "stalled"
-    if state in RUNNING_STATES:
-        return "running"
-    if state == "completed":
-        return "completed"
-    return "starting"
+    """The replication's condition (replications.classify), stalled included (see RETURN)."""
+    return classify(
+        replication.get("state"),
+        replication.get("reason"),
+        replication.get("running_for"),
+        stalled=replication.get("stalled"),
+    )
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -346,35 +369,46 @@ class ReplicationInfo(CouchDBModule):
         self._sources = {}
 
     def execute(self):
-        replications = read_replications(self.client, self.params["replicator_db"])
+        p = self.params
+        self.replicator = replicator_for(self.client, p["replicator_db"])
+        replications = read_replications(self.replicator)
         for replication in replications:
             replication.update(stalled=None, missing_changes=None, stall_error=None)
-        if self.params["stall_window"] > 0:
+        if p["stall_window"] > 0:
             self.look_for_stalls(replications)
-        flavour = self.client.flavour
+        wanted = None if p["pull_databases"] is None else pull_ids(p["pull_databases"], p["pull_peers"], p["id_prefix"])
         for replication in replications:
             replication["condition"] = condition(replication)
-            replication["needs_restart"] = needs_restart(replication["condition"], flavour)
-        return dict(
+            replication["needs_restart"] = needs_restart(replication["condition"], self.replicator.name)
+            if wanted is not None:
+                replication["wanted"] = replication["id"] in wanted
+        result = dict(
             changed=False,
-            flavour=flavour,
+            flavour=self.replicator.name,
             replications=replications,
-            restart=sorted(r["id"] for r in replications if r["needs_restart"] and r["id"]),
+            restart=sorted(
+                r["id"] for r in replications if r["needs_restart"] and r["id"] and r.get("wanted", True)
+            ),
         )
+        if wanted is not None:
+            present = {r["id"] for r in replications}
+            result["pulls"] = [
+                dict(id=replication_id(database, peer, p["id_prefix"]), database=database, peer=peer)
+                for database in p["pull_databases"]
+                for peer in p["pull_peers"]
+            ]
+            result["wanted"] = wanted
+            result["missing"] = [doc_id for doc_id in wanted if doc_id not in present]
+            result["unwanted"] = sorted(
+                r["id"] for r in replications if r["id"].startswith(p["id_prefix"]) and not r["wanted"]
+            )
+        return result
 
     # --- stalls ------------------------------------------------------------------------------
 
     def samples(self):
         """{doc id: {state, job, marks}} of every replication, as the server shows it now."""
-        db_path = "/" + quote_segment(self.params["replicator_db"])
-        if self.client.flavour == FLAVOUR_COUCHDB:
-            listing = self.client.get("/_scheduler/docs" + db_path) or {}
-            return {doc.get("doc_id"): scheduler_sample(doc) for doc in listing.get("docs", [])}
-        listing = self.client.get(db_path + "/_all_docs", query={"include_docs": "true"}) or {}
-        return {
-            row.get("id"): replicator_doc_sample(row.get("doc") or {})
-            for row in listing.get("rows", [])
-        }
+        return {doc_id: self.replicator.sample(report) for doc_id, report in self.replicator.reports()}
 
     def source_client(self, server):
         if server not in self._sources:
@@ -459,6 +493,9 @@ def argument_spec():
         source_urls=dict(type="dict", default={}),
         source_user=dict(type="str"),
         source_password=dict(type="str", no_log=True),
+        pull_databases=dict(type="list", elements="str"),
+        pull_peers=dict(type="list", elements="str", default=[]),
+        id_prefix=dict(type="str", default=ID_PREFIX),
     )
     return spec
 

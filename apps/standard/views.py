@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 from pydantic import ValidationError
 
-from kuno.common import couch
+from kuno.common import couch, replications
 from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys, validation
@@ -21,10 +21,6 @@ class InsufficientStorage(web.HTTPError):
     """507: the recipient's queue is at its bound (RFC 4918 §11.5)."""
 
     status_code = 507
-
-
-# CouchDB 3's scheduler states and pouchdb-server's `_replication_state` that mean trouble.
-FAILING_REPLICATION_STATES = frozenset({"crashing", "failed", "error"})
 
 
 def now_ms() -> int:
@@ -195,7 +191,7 @@ async def health(request: web.Request) -> web.Response:
     client = request.app[keys.COUCH]
     try:
         info = await client.server_info()
-        replications = await couch.replication_states(client)
+        replication_list = await couch.replication_states(client)
     except couch.CouchError as exc:
         return web.json_response(
             {
@@ -206,13 +202,15 @@ async def health(request: web.Request) -> web.Response:
             },
             status=503,
         )
-    healthy = not any(r["state"] in FAILING_REPLICATION_STATES for r in replications)
+    # One reading of states for /health, the Ansible modules and the tests; only the state is
+    # read here, so a job that waits (pending) is not degraded, nor one still settling.
+    healthy = not any(replications.is_failed(r["state"]) for r in replication_list)
     return web.json_response(
         {
             "node": settings.node_name,
             "status": "ok" if healthy else "degraded",
             "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
-            "replications": replications,
+            "replications": replication_list,
         }
     )
 

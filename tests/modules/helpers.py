@@ -20,21 +20,24 @@ PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent
 
 
-def load_module_utils() -> ModuleType:
-    """module_utils/couchdb.py under the name the modules import it by."""
-    name = "ansible.module_utils.couchdb"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MODULE_UTILS / "couchdb.py")
+def load_module_utils(name: str = "couchdb") -> ModuleType:
+    """module_utils/<name>.py under the name the modules import it by (ansible.module_utils.<name>),
+    after the module_utils it imports."""
+    for needed in {"couchdb_replication": ("replications", "couchdb")}.get(name, ()):
+        load_module_utils(needed)
+    qualified = f"ansible.module_utils.{name}"
+    if qualified not in sys.modules:
+        spec = importlib.util.spec_from_file_location(qualified, MODULE_UTILS / f"{name}.py")
         assert spec and spec.loader
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[qualified] = module
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[qualified]
 
 
 def load_library(name: str) -> ModuleType:
     """A module of library/ as a Python module (its main() is not run)."""
-    load_module_utils()
+    load_module_utils("couchdb_replication")
     spec = importlib.util.spec_from_file_location(f"kuno_library_{name}", LIBRARY / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -67,6 +67,11 @@ def pulls(run) -> list[dict[str, Any]]:
     return run[f"{ROLE} : Pull every database from every other node"]["results"]
 
 
+def restarts(run) -> list[dict[str, Any]]:
+    """What heal restarted (couchdb_replication_job, one result per replication)."""
+    return run[f"{ROLE} : Restart the replications that fail or stall"].get("results", [])
+
+
 def assert_pulled(source: PouchServer, target: PouchServer, db: str, doc_id: str) -> None:
     """A probe document `doc_id` written to db on source reaches target within 15 s."""
     status, body = http_json("PUT", f"{source.db_url(db)}/{doc_id}", {"kind": "probe"})
@@ -79,6 +84,7 @@ def assert_heal_leaves_every_pull_alone(ansible: Ansible, task: dict[str, Any]) 
     run = ansible.run([task])
     assert run.returncode == 0, run.output
     assert not any(pull.get("restarted") or pull.get("changed") for pull in pulls(run))
+    assert not any(job.get("restarted") or job.get("changed") for job in restarts(run))
 
 
 def test_heal_restarts_a_replication_that_gave_up(
@@ -103,7 +109,8 @@ def test_heal_restarts_a_replication_that_gave_up(
     add_admin(one, user, password)
     run = ansible.run([task])
     assert run.returncode == 0, run.output
-    assert [pull.get("restarted") for pull in pulls(run)] == [True]
+    assert [job.get("restarted") for job in restarts(run)] == [True]
+    assert not any(pull.get("changed") for pull in pulls(run))
     assert state(tolerant_pouch, doc_id, user, password) == "triggered"
     assert_pulled(one, tolerant_pouch, name, "after-heal")
 
@@ -158,5 +165,6 @@ def test_heal_restarts_a_pull_that_runs_but_stalls_on_a_dead_connection(
         # and leaves it; on CouchDB the rewrite is a new job (test_stall.py).
         assert found["restart"] == []
         assert not any(pull.get("restarted") for pull in pulls(run))
+        assert restarts(run) == []
         report = run[f"{ROLE} : Name the stalled replications this server cannot restart"]
         assert doc_id in report["msg"], report

@@ -14,7 +14,13 @@ from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
 from tests.modules.helpers import BIN, DOC_FRAGMENTS, LIBRARY, PLAYBOOKS, Ansible, load_library
 from tests.support.pouchdb import PouchServer, http_json, wait_until
 
-MODULES = ["couchdb_database", "couchdb_index", "couchdb_replication", "couchdb_replication_info"]
+MODULES = [
+    "couchdb_database",
+    "couchdb_index",
+    "couchdb_replication",
+    "couchdb_replication_info",
+    "couchdb_replication_job",
+]
 
 
 def test_the_whole_set_twice_changes_nothing_the_second_time(

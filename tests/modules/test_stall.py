@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.modules.helpers import load_library
+from kuno.common import replications as package
+from tests.modules.helpers import MODULE_UTILS, load_library
 
 info = load_library("couchdb_replication_info")
 
@@ -100,21 +101,26 @@ def test_couchdb3_a_crashing_job_is_failing_not_stalled():
     look = info.scheduler_sample(doc) | {"missing": lacked()}
     assert look["state"] == "pending"
     assert info.assess_stall(look, look) is None
-    assert info.condition({"state": "pending", "reason": "changes_reader_died"}) == "failing"
-    assert info.condition({"state": "crashing", "reason": "x"}) == "failing"
-    assert info.condition({"state": "pending", "reason": None}) == "starting"
+    assert info.condition({"state": "pending", "reason": "changes_reader_died"}) == "failed"
+    assert info.condition({"state": "crashing", "reason": "x"}) == "failed"
+    assert info.condition({"state": "pending", "reason": None}) == "waiting"
 
 
 @pytest.mark.parametrize(
     ("replication", "expected"),
     [
         ({"state": "running", "stalled": True}, "stalled"),
-        ({"state": "running", "stalled": False}, "running"),
-        ({"state": "running", "stalled": None}, "running"),
+        ({"state": "running", "running_for": 10.0, "stalled": False}, "running"),
+        ({"state": "running", "running_for": 60.0, "stalled": None}, "running"),
+        # Running, but not for the settle time yet (or no time to tell): not yet running.
+        ({"state": "running", "running_for": 2.4, "stalled": None}, "settling"),
+        ({"state": "running", "stalled": None}, "settling"),
         ({"state": "triggered", "stalled": True}, "stalled"),
-        ({"state": "error", "stalled": None}, "failing"),
+        ({"state": "error", "stalled": None}, "failed"),
+        # An error in the job info of a running job: failed, as settle_replication says.
+        ({"state": "running", "reason": "x", "running_for": 60.0, "stalled": None}, "failed"),
         ({"state": "completed", "stalled": None}, "completed"),
-        ({"state": None, "stalled": None}, "starting"),
+        ({"state": None, "stalled": None}, "waiting"),
     ],
 )
 def test_condition(replication: dict[str, Any], expected: str):
@@ -137,15 +143,52 @@ def test_stand_in_a_triggered_pull_that_does_not_carry_a_missing_change_is_stall
 @pytest.mark.parametrize(
     ("condition", "flavour", "expected"),
     [
-        ("failing", "couchdb", True),
-        ("failing", "pouchdb-server", True),
+        ("failed", "couchdb", True),
+        ("failed", "pouchdb-server", True),
         ("stalled", "couchdb", True),
         # pouchdb-server would not start the rewritten document of a running replication.
         ("stalled", "pouchdb-server", False),
         ("running", "couchdb", False),
-        ("starting", "couchdb", False),
+        ("waiting", "couchdb", False),
+        ("settling", "couchdb", False),
         ("completed", "couchdb", False),
     ],
 )
 def test_which_conditions_heal_restarts(condition: str, flavour: str, expected: bool):
     assert info.needs_restart(condition, flavour) is expected
+
+
+def test_the_package_and_the_modules_read_one_file_of_replication_states():
+    """kuno.common.replications (the standard node's /health) and ansible.module_utils.replications
+    (the modules) are the same file: module_utils/replications.py links to it."""
+    assert (MODULE_UTILS / "replications.py").resolve() == Path(package.__file__).resolve()
+
+
+@pytest.mark.parametrize(
+    ("state", "failed"),
+    [
+        # CouchDB 3's documented states (/_scheduler/docs), then pouchdb-server's.
+        ("initializing", False),
+        ("pending", False),
+        ("running", False),
+        ("crashing", True),
+        ("failed", True),
+        ("error", True),
+        ("completed", False),
+        ("triggered", False),
+        (None, False),
+    ],
+)
+def test_which_states_have_failed(state: str | None, failed: bool):
+    """The reading /health makes of a bare state: only crashing, failed, error have failed."""
+    assert package.is_failed(state) is failed
+
+
+def test_replication_ids():
+    assert package.replication_id("messages", "node2") == "kuno-messages-from-node2"
+    assert package.pull_ids(["messages", "users"], ["node2", "node3"], "x-") == [
+        "x-messages-from-node2",
+        "x-messages-from-node3",
+        "x-users-from-node2",
+        "x-users-from-node3",
+    ]

@@ -10,6 +10,8 @@ from tests.modules.helpers import load_library, load_module_utils
 from tests.support.pouchdb import PouchServer, free_port
 
 couchdb = load_module_utils()
+replications = load_module_utils("couchdb_replication")
+states = load_module_utils("replications")
 database = load_library("couchdb_database")
 index = load_library("couchdb_index")
 replication = load_library("couchdb_replication")
@@ -442,7 +444,7 @@ POUCHDB_ERROR = {
 
 
 def settle(doc: Any, now: float, written_at: float | None = None) -> dict[str, Any]:
-    return couchdb.settle_replication(doc, now, settle_seconds=10.0, written_at=written_at)
+    return replications.settle_replication(doc, now, settle_seconds=10.0, written_at=written_at)
 
 
 def test_a_running_job_counts_only_after_the_settle_time():
@@ -462,8 +464,8 @@ def test_a_running_job_counts_only_after_the_settle_time():
 
 def test_the_default_settle_time_outlasts_couchdbs_crash_after_bad_credentials():
     # Issue 11 item 6: crashing came 2.4-5.4 s after running.
-    assert couchdb.REPLICATION_SETTLE_SECONDS > 5.4
-    verdict = couchdb.settle_replication(SCHEDULER_RUNNING, T0 + 5.4)["verdict"]
+    assert states.SETTLE_SECONDS > 5.4
+    verdict = replications.settle_replication(SCHEDULER_RUNNING, T0 + 5.4)["verdict"]
     assert verdict == "settling"
 
 

@@ -1,0 +1,1 @@
+../apps/common/replications.py
