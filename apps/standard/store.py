@@ -241,7 +241,7 @@ class MessageStore:
             else:
                 stored.append(Stored(message.id, created=True))
         if revived:
-            await self.couch.delete_all_leaves(self.database, revived)
+            await self._delete_again(revived)
         self.metrics.stored.inc(sum(result.created for result in stored))
         return stored
 
@@ -329,6 +329,17 @@ class MessageStore:
             for row in rows
             if isinstance(row, dict) and isinstance(row.get("value"), dict) and "key" in row
         ]
+
+    async def _delete_again(self, ids: list[str], attempts: int = 3) -> None:
+        """Tombstone every leaf of messages a store revived; a leaf that replication
+        brought meanwhile (a Conflict) means reading the leaves again."""
+        for attempt in range(attempts):
+            try:
+                await self.couch.delete_all_leaves(self.database, ids)
+                return
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
 
     async def store_one(self, message: Message) -> Stored:
         """Store one message, in the same CouchDB write as others stored meanwhile."""
