@@ -119,7 +119,7 @@ async def raw_inbox(session: aiohttp.ClientSession, server: PouchServer, user: s
         query = {
             "selector": {"recipientId": user, "seq": {"$gte": after, "$lte": MAX_SEQ}},
             "sort": RECIPIENT_SORT,
-            "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+            "use_index": RECIPIENT_INDEX.use_index,
             "limit": PAGE_LIMIT,
         }
         async with session.post(f"{database}/_find", json=query, headers=headers) as response:

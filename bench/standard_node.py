@@ -27,12 +27,14 @@ from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
 from tests.support.messages import message_body, now_ms
 from tests.support.pouchdb import PouchServer, free_port, http_json, wait_until
+from tests.support.schema import apply_schema
 
 MAX_REQUESTS = 200_000  # a bound on every load loop besides its duration
 GET_PAGE = 100
 
 
 def start_node(server: PouchServer, key_file: Path, database: str) -> tuple[subprocess.Popen, str]:
+    apply_schema(server.url, messages=database)  # as the deployment does before a node starts
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUNO_")}
     env.update(
@@ -182,7 +184,7 @@ async def main() -> None:
                     query = {
                         "selector": {"recipientId": user, "timestamp": {"$gte": 0}},
                         "sort": RECIPIENT_SORT,
-                        "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+                        "use_index": RECIPIENT_INDEX.use_index,
                         "limit": GET_PAGE + 1,
                         "skip": 0,
                     }

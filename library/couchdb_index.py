@@ -187,7 +187,8 @@ class Index(CouchDBModule):
         return design_id(self.params["ddoc"])
 
     def read(self):
-        listing = self.client.get(self.db_path + "/_index")
+        # No database (yet: check mode after a predicted create) has no index.
+        listing = self.client.get_or_none(self.db_path + "/_index")
         return find_index((listing or {}).get("indexes"), self.ddoc, self.params["name"])
 
     def normalise(self, current):

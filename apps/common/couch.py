@@ -134,24 +134,6 @@ class CouchClient:
     async def server_info(self) -> JSON:
         return await self.request("GET", "/")
 
-    # --- databases ----------------------------------------------------------
-
-    async def ensure_database(self, db: str) -> bool:
-        """Create the database unless it exists; True when it was created."""
-        try:
-            await self.request("PUT", f"/{quote(db, safe='')}")
-            return True
-        except PreconditionFailed:
-            return False
-
-    async def ensure_index(self, db: str, ddoc: str, name: str, fields: list[str]) -> None:
-        """Create a Mango json index (a no-op on the server when it already exists)."""
-        await self.request(
-            "POST",
-            f"/{quote(db, safe='')}/_index",
-            json={"index": {"fields": fields}, "ddoc": ddoc, "name": name, "type": "json"},
-        )
-
     # --- documents ----------------------------------------------------------
 
     async def create(self, db: str, doc: JSON) -> JSON:

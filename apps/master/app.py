@@ -20,8 +20,8 @@ from kuno.master.views import routes
 
 log = logging.getLogger("kuno.master")
 
-# How often to retry creating the users database on servers that did not answer at start.
-PREPARE_RETRY_SECONDS = 5.0
+# How often to check the schema again on servers that lacked it or did not answer.
+SCHEMA_RETRY_SECONDS = 5.0
 MAX_BODY = 64 * 1024
 
 
@@ -37,10 +37,9 @@ def create_app(settings: MasterSettings) -> web.Application:
     app[keys.LOGIN_LIMITER] = KeyedLimiter(settings.login_burst, settings.login_per_minute / 60)
     app[keys.CLIENT_LIMITER] = KeyedLimiter(settings.client_burst, settings.client_per_minute / 60)
     app.cleanup_ctx.append(_services)
-    # The users database on every CouchDB; the ones away are retried in the background.
-    app.cleanup_ctx.append(
-        retry_until_ready("prepare-users", _prepare_users, PREPARE_RETRY_SECONDS)
-    )
+    # The deployment's users database on every CouchDB, checked (never created); the
+    # servers away or without it are checked again in the background.
+    app.cleanup_ctx.append(retry_until_ready("check-schema", _check_schema, SCHEMA_RETRY_SECONDS))
     app.on_shutdown.append(_close_sockets)
     return app
 
@@ -94,11 +93,15 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             await nodes.close()
 
 
-async def _prepare_users(app: web.Application) -> bool:
-    """Create the users database on every CouchDB; True once all have it."""
-    missing = await app[keys.USERS].prepare()
+async def _check_schema(app: web.Application) -> bool:
+    """True once every CouchDB has the users database (/health names what is missing
+    until then); the deployment creates it, the master never does."""
+    missing = await app[keys.USERS].check_schema()
     if missing:
-        log.warning("users database not ready; will retry", extra={"servers": missing})
+        log.warning(
+            "schema incomplete or couchdb away (the deployment creates the schema); will retry",
+            extra={"missing": missing},
+        )
     return not missing
 
 

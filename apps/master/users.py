@@ -19,7 +19,7 @@ import aiohttp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from kuno.common import couch
+from kuno.common import couch, schema
 
 if TYPE_CHECKING:
     from kuno.master.config import MasterSettings
@@ -150,33 +150,56 @@ class UserDirectory:
         self.hasher = hasher
         # User ids known to exist: an account never goes away once registered.
         self._known: OrderedDict[str, None] = OrderedDict()
+        # Servers (URLs) found holding the schema's users database: not checked again.
+        self._schema_complete: set[str] = set()
         # A hash to verify against when the user does not exist, so both cost the same.
         self._dummy_hash = hasher.hash("not a password of anyone")
 
-    async def prepare(self) -> list[str]:
-        """Create the database on every server that answers; returns the ones that did not."""
+    async def check_schema(self) -> list[str]:
+        """What of the schema's `users` database (kuno.common.schema, under this
+        directory's name) each server lacks, one line each: `"<url>: database users"`, or
+        `"<url>: <CouchError kind>"` for a server that did not answer; `[]` once every
+        server had it. A server found complete is not asked again. Creates nothing: the
+        deployment owns the schema."""
 
-        async def ensure(client: couch.CouchClient) -> str | None:
+        async def check(client: couch.CouchClient) -> list[str]:
+            url = couch.redact_url(str(client.url))
             try:
-                await client.ensure_database(self.database)
+                missing = await self._schema_missing(client)
             except couch.CouchError as exc:
-                return f"{client!r}: {exc.error}"
-            return None
+                return [f"{url}: {exc.error}"]
+            return [f"{url}: {what}" for what in missing]
 
-        results = await asyncio.gather(*(ensure(c) for c in self.servers.clients))
-        return [r for r in results if r is not None]
+        results = await asyncio.gather(*(check(c) for c in self.servers.clients))
+        return [line for lines in results for line in lines]
+
+    async def _schema_missing(self, client: couch.CouchClient) -> list[str]:
+        """What of the users database the server lacks (schema.missing); `[]`, unasked,
+        once it had it all. Raises the CouchError of a server that does not answer."""
+        url = couch.redact_url(str(client.url))
+        if url in self._schema_complete:
+            return []
+        missing = await schema.missing(client, schema.USERS, self.database)
+        if not missing:
+            self._schema_complete.add(url)
+        return missing
 
     async def health(self) -> list[dict[str, Any]]:
         """Each server, asked at once: {"url" (no credentials), "reachable": true,
-        "flavour"} or {"url", "reachable": false, "reason" (the CouchError kind)}."""
+        "flavour"} (and "missing": what of the schema it lacks, until it had it all) or
+        {"url", "reachable": false, "reason" (the CouchError kind)}."""
 
         async def one(client: couch.CouchClient) -> dict[str, Any]:
             url = couch.redact_url(str(client.url))
             try:
                 info = await client.server_info()
+                missing = await self._schema_missing(client)
             except couch.CouchError as exc:
                 return {"url": url, "reachable": False, "reason": exc.error}
-            return {"url": url, "reachable": True, "flavour": couch.flavour(info)}
+            state: dict[str, Any] = {"url": url, "reachable": True, "flavour": couch.flavour(info)}
+            if missing:
+                state["missing"] = missing
+            return state
 
         return list(await asyncio.gather(*(one(c) for c in self.servers.clients)))
 

@@ -181,7 +181,8 @@ async def health(request: web.Request) -> web.Response:
     router = request.app[keys.ROUTER]
     couch_states, routing = await asyncio.gather(request.app[keys.USERS].health(), router.health())
     node_states = routing["standardNodes"]
-    couch_up = sum(state["reachable"] for state in couch_states)
+    # A server without the schema's users database (the deployment's to create) is no help.
+    couch_up = sum(state["reachable"] and "missing" not in state for state in couch_states)
     nodes_up = sum(state["reachable"] for state in node_states)
     if couch_up == 0 or (routing["storage"] == "enabled" and nodes_up == 0):
         status, code = "down", 503

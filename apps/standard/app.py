@@ -18,8 +18,8 @@ from kuno.standard.views import now_ms, routes
 
 log = logging.getLogger("kuno.standard")
 
-# How often to retry creating the database while CouchDB is unreachable at start.
-PREPARE_RETRY_SECONDS = 2.0
+# How often to check the schema again while CouchDB is away or the schema incomplete.
+SCHEMA_RETRY_SECONDS = 2.0
 
 
 def create_app(settings: StandardSettings) -> web.Application:
@@ -32,9 +32,9 @@ def create_app(settings: StandardSettings) -> web.Application:
         load_public_key(settings.token_public_key_file.read_bytes()), settings.token_audience
     )
     app.cleanup_ctx.append(_couchdb)
-    # Prepare the database (retrying while CouchDB is away), then sweep expired messages.
+    # Ready once the deployment's schema is there (checked, never created), then sweep.
     app.cleanup_ctx.append(
-        retry_until_ready("maintenance", _try_prepare, PREPARE_RETRY_SECONDS, then=_sweep)
+        retry_until_ready("maintenance", _check_schema, SCHEMA_RETRY_SECONDS, then=_sweep)
     )
     return app
 
@@ -66,12 +66,21 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
         await app[keys.STORE].close()
 
 
-async def _try_prepare(app: web.Application) -> bool:
+async def _check_schema(app: web.Application) -> bool:
+    """True once CouchDB has the database and indexes this node needs (/health says what
+    is missing until then); the deployment creates them, this node never does."""
     try:
-        await app[keys.STORE].prepare()
+        missing = await app[keys.STORE].check_schema()
     except couch.CouchError as exc:
         log.warning("couchdb not ready; will retry", extra={"cause": exc.error})
         return False
+    if missing:
+        log.warning(
+            "not ready: the schema is incomplete (the deployment creates it); will retry",
+            extra={"missing": missing},
+        )
+        return False
+    log.info("schema checked; ready", extra={"database": app[keys.STORE].database})
     return True
 
 

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from kuno.common import schema
 from kuno.common.batching import NaturalBatcher
 from kuno.common.couch import Conflict, CouchClient, CouchError, NotFound
 from kuno.common.messages import MAX_SEQ, Message
@@ -19,13 +20,13 @@ from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
-# A recipient's messages in the master's order of acceptance (`seq`, see
-# kuno.master.routing.SendOrder); `timestamp` is for display only (many share one ms).
-RECIPIENT_INDEX = "recipient-seq-index"
-RECIPIENT_FIELDS = ["recipientId", "seq"]
-EXPIRY_INDEX = "expires-at-index"
+# The schema's indexes (kuno.common.schema): the deployment creates them. A recipient's
+# messages in the master's order of acceptance (`seq`, kuno.master.routing.SendOrder);
+# `timestamp` is for display only (many share one ms).
+RECIPIENT_INDEX = schema.MESSAGES.index("recipient-seq-index")
+EXPIRY_INDEX = schema.MESSAGES.index("expires-at-index")
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
-RECIPIENT_SORT = [{"recipientId": "asc"}, {"seq": "asc"}]
+RECIPIENT_SORT = RECIPIENT_INDEX.sort
 QUEUE_FULL = "queue_full"
 # One row per recipient: [messages, ciphertext bytes] of the live messages it holds (a
 # deleted document leaves every view). Bytes are the base64 length's 3/4: within 2 bytes.
@@ -159,6 +160,8 @@ class MessageStore:
         # database takes longer than a store may wait.
         self._queue_view_ready = False
         self._warming: asyncio.Task[None] | None = None
+        # What of the schema was missing at the last check_schema (None: never checked).
+        self.missing: list[str] | None = None
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
         self._singles: NaturalBatcher[Message, Stored] = NaturalBatcher(
             self.store, max_items=max_write, in_flight=writes_in_flight, fits=_not_in
@@ -171,23 +174,35 @@ class MessageStore:
                 await self._warming
         await self._singles.close()
 
-    async def prepare(self) -> None:
-        """Create the database and its indexes when missing (idempotent)."""
-        if await self.couch.ensure_database(self.database):
-            log.info("created database", extra={"database": self.database})
-        await self.couch.ensure_index(
-            self.database, RECIPIENT_INDEX, RECIPIENT_INDEX, RECIPIENT_FIELDS
-        )
-        await self.couch.ensure_index(self.database, EXPIRY_INDEX, EXPIRY_INDEX, ["expiresAt"])
-        await self._ensure_queue_view()
-        if self.bounds is not None and not self._queue_view_ready:
-            # At once on a small database; a large one's build goes on in the background.
-            if not await self._build_queue_view() and self._warming is None:
-                self._warming = asyncio.create_task(self._keep_building_queue_view())
-        # Messages of an older release listed from the start; the sweep does the rest.
-        await self.backfill_seq(500, max_batches=20)
+    async def check_schema(self) -> list[str]:
+        """What of the schema's `messages` database (under this store's name) CouchDB
+        lacks, as kuno.common.schema.missing says; `[]` once all is there. Creates nothing
+        of the schema: the deployment owns it. Once it is all there: the queue view (see
+        _ensure_queue_view) and the seq of older messages (backfill_seq). Raises CouchError
+        when CouchDB does not answer."""
+        self.missing = await schema.missing(self.couch, schema.MESSAGES, self.database)
+        if not self.missing:
+            await self._prepare_bounds()
+            # Messages of an older release listed from the start; the sweep does the rest.
+            await self.backfill_seq(500, max_batches=20)
+        return self.missing
+
+    async def _prepare_bounds(self) -> None:
+        if self.bounds is None or self._queue_view_ready or self._warming is not None:
+            return
+        try:
+            await self._ensure_queue_view()
+        except CouchError as exc:
+            # Without the view the node stores unbounded, rather than not at all.
+            log.warning("queue view not written: no queue bounds", extra={"cause": exc.error})
+            return
+        # At once on a small database; a large one's build goes on in the background.
+        if not await self._build_queue_view():
+            self._warming = asyncio.create_task(self._keep_building_queue_view())
 
     async def _ensure_queue_view(self) -> None:
+        """Write the design document of the queue view when it differs. The node's own,
+        not the schema's: schema.json holds Mango indexes only."""
         path = f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}"
         try:
             current = await self.couch.request("GET", path)
@@ -531,7 +546,7 @@ class MessageStore:
                 {
                     "selector": {"expiresAt": {"$lte": now_ms}},
                     "fields": ["_id"],
-                    "use_index": [EXPIRY_INDEX, EXPIRY_INDEX],
+                    "use_index": EXPIRY_INDEX.use_index,
                     "limit": batch,
                 },
             )
@@ -597,7 +612,7 @@ def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict
             "seq": {"$gte": position.seq if position else 0, "$lte": MAX_SEQ},
         },
         "sort": RECIPIENT_SORT,
-        "use_index": [RECIPIENT_INDEX, RECIPIENT_INDEX],
+        "use_index": RECIPIENT_INDEX.use_index,
         "limit": limit,
     }
 

@@ -189,9 +189,12 @@ def _path_user_id(request: web.Request) -> str:
 async def health(request: web.Request) -> web.Response:
     settings = request.app[keys.SETTINGS]
     client = request.app[keys.COUCH]
+    store = request.app[keys.STORE]
     try:
         info = await client.server_info()
         replication_list = await couch.replication_states(client)
+        # Checked again only until it was complete once: the deployment owns the schema.
+        missing = store.missing if store.missing == [] else await store.check_schema()
     except couch.CouchError as exc:
         return web.json_response(
             {
@@ -199,6 +202,17 @@ async def health(request: web.Request) -> web.Response:
                 "status": "down",
                 "couchdb": {"reachable": False, "reason": exc.error},
                 "replications": [],
+            },
+            status=503,
+        )
+    if missing:
+        return web.json_response(
+            {
+                "node": settings.node_name,
+                "status": "not_ready",
+                "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
+                "missing": missing,
+                "replications": replication_list,
             },
             status=503,
         )

@@ -21,6 +21,7 @@ from kuno.master.config import MasterSettings
 from kuno.standard.app import create_app as create_standard
 from kuno.standard.config import StandardSettings
 from tests.support.pouchdb import PouchServer, credentials_for, free_port, http_json
+from tests.support.schema import apply_schema
 
 # Cheap argon2 for tests: the hashing itself is argon2-cffi's, the cost is configuration.
 FAST_PASSWORDS: dict[str, Any] = {
@@ -109,6 +110,8 @@ def couchdb_credentials(urls: list[str]) -> dict[str, Any]:
 def standard_settings(
     server: PouchServer, name: str, database: str, public_key_file: Path
 ) -> StandardSettings:
+    """A node's settings on `server`, whose `database` gets the deployment's schema first."""
+    apply_schema(server.url, messages=database)
     return StandardSettings(
         node_name=name,
         couchdb_url=server.url,

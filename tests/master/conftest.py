@@ -15,6 +15,7 @@ from kuno.master.config import MasterSettings
 from kuno.standard.app import create_app as create_standard
 from tests.e2e.cluster import RunningApp, master_settings, standard_settings
 from tests.support.pouchdb import PouchServer
+from tests.support.schema import apply_schema
 
 PASSWORD = "correct horse battery"
 MasterFactory = Callable[..., Awaitable[TestClient]]
@@ -40,6 +41,8 @@ def make_master_settings(
         values.update(overrides)
         nodes = values.pop("standard_node_urls", [])
         servers = values.pop("couchdb_urls", [couchdb.url])
+        for url in servers:
+            apply_schema(url, users=f"users_{database}")
         return master_settings(servers, nodes, f"users_{database}", private_key_file, **values)
 
     return make

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient
 from kuno.standard.app import create_app
 from kuno.standard.config import StandardSettings
 from tests.support.pouchdb import PouchServer
+from tests.support.schema import apply_schema
 
 SettingsFactory = Callable[..., StandardSettings]
 
@@ -47,8 +48,12 @@ def make_settings(public_key_file: Path, database: str) -> SettingsFactory:
 def start_node(
     aiohttp_client: Any, make_settings: SettingsFactory
 ) -> Callable[..., Awaitable[TestClient]]:
-    async def start(server: PouchServer, **overrides: Any) -> TestClient:
-        return await aiohttp_client(create_app(make_settings(server, **overrides)))
+    async def start(server: PouchServer, schema: bool = True, **overrides: Any) -> TestClient:
+        """The node on `server`; `schema`: apply the deployment's schema to it first."""
+        settings = make_settings(server, **overrides)
+        if schema:
+            apply_schema(server.url, messages=settings.database)
+        return await aiohttp_client(create_app(settings))
 
     return start
 
@@ -71,7 +76,9 @@ def node_url(make_settings: SettingsFactory, couchdb: PouchServer) -> Iterator[s
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="standard-node", daemon=True)
     thread.start()
-    runner = web.AppRunner(create_app(make_settings(couchdb)), access_log=None)
+    settings = make_settings(couchdb)
+    apply_schema(couchdb.url, messages=settings.database)
+    runner = web.AppRunner(create_app(settings), access_log=None)
 
     async def start() -> str:
         await runner.setup()

@@ -123,6 +123,6 @@ async def test_the_query_uses_the_recipient_seq_index(node, couchdb, database, m
         query = recipient_query("bob", position, 10)
         status, plan = http_json("POST", f"{couchdb.db_url(database)}/_explain", query)
         assert status == 200, plan
-        assert plan["index"]["name"] == RECIPIENT_INDEX
+        assert plan["index"]["name"] == RECIPIENT_INDEX.name
         fields = [next(iter(f)) for f in plan["index"]["def"]["fields"]]
         assert fields == ["recipientId", "seq"]

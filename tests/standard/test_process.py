@@ -12,6 +12,7 @@ import pytest
 
 from tests.support.messages import message_body
 from tests.support.pouchdb import free_port, http_json, wait_until
+from tests.support.schema import apply_schema
 
 
 def run_env(**values: str) -> dict[str, str]:
@@ -95,8 +96,14 @@ def test_the_node_runs_against_a_fresh_server_and_logs_json_without_secrets(
         )
     try:
         url = f"http://127.0.0.1:{port}"
+        # A fresh server: the node is not ready, names what is missing, creates nothing.
+        status, health = wait_until(lambda: _answer(url + "/health"), timeout=20)
+        assert status == 503
+        assert health["missing"][0] == "database messages"
+        assert http_json("GET", private_couchdb.db_url("messages"))[0] == 404
+        # The deployment applies the schema: the node is ready, on the database and both indexes.
+        apply_schema(private_couchdb.url, messages="messages")
         wait_until(lambda: _answers(url + "/health"), timeout=20)
-        # A fresh server: the node made its database and both indexes.
         status, indexes = http_json("GET", private_couchdb.db_url("messages") + "/_index")
         assert status == 200
         assert {"recipient-seq-index", "expires-at-index"} <= {
@@ -122,20 +129,28 @@ def test_the_node_runs_against_a_fresh_server_and_logs_json_without_secrets(
         ("POST", "/messages", 201),
         ("GET", "/messages/{user_id}", 200),
         ("GET", "/messages/{user_id}", 401),
+        ("GET", "/health", 503),  # not ready, before the schema: worth a line
     }
     # Docker polls /health every few seconds: a healthy answer is not worth a log line.
-    assert "/health" not in {r["route"] for r in requests}
+    assert "/health" not in {r["route"] for r in requests if r["status"] < 400}
+    assert any(r["message"].startswith("not ready") and r["missing"] for r in records)
     assert any(r["message"] == "starting" and r["node"] == "node1" for r in records)
     for secret in (body["ciphertext"], master_token, user_token("bob"), private_couchdb.password):
         assert secret not in output
 
 
 def _answers(url):
+    answer = _answer(url)
+    return answer is not None and answer[0] == 200
+
+
+def _answer(url):
+    """(status, body) of a GET, or None while nothing listens."""
     try:
-        return http_json("GET", url, timeout=1)[0] == 200
+        return http_json("GET", url, timeout=1)
     except OSError:
         time.sleep(0.1)
-        return False
+        return None
 
 
 def _request(method, url, token, body=None):

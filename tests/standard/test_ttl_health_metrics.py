@@ -6,9 +6,11 @@ import asyncio
 
 import pytest
 
+from kuno.common.schema import MESSAGES
 from tests.standard.conftest import bearer
 from tests.support.messages import DAY_MS, message_body, now_ms
 from tests.support.pouchdb import eventually
+from tests.support.schema import apply_schema
 
 
 async def test_the_sweep_deletes_expired_messages_nobody_read(
@@ -73,19 +75,25 @@ async def test_couchdb_down_gives_503_and_the_node_recovers_by_itself(
     assert [m["id"] for m in (await listed.json())["messages"]] == [before["id"], after["id"]]
 
 
-async def test_a_node_started_before_couchdb_creates_its_database_when_it_appears(
+async def test_a_node_started_before_couchdb_is_ready_once_couchdb_has_the_schema(
     start_node, private_couchdb, master_token
 ):
     private_couchdb.stop()
-    node = await start_node(private_couchdb, database="late")
+    node = await start_node(private_couchdb, schema=False, database="late")
     assert (await node.get("/health")).status == 503
     private_couchdb.start()
+    # Up, but without the schema, which the node never creates: still not ready.
+    health = await node.get("/health")
+    assert health.status == 503
+    assert "database late" in (await health.json())["missing"]
+    apply_schema(private_couchdb.url, messages="late")
 
     async def stored():
         response = await node.post("/messages", json=message_body(), headers=bearer(master_token))
         return response.status == 201
 
     await eventually(stored, within=15, interval=0.5)
+    assert (await node.get("/health")).status == 200
 
 
 async def test_metrics_count_requests_by_route_and_stored_messages(node, master_token, user_token):
@@ -152,15 +160,34 @@ async def test_health_reads_couchdb_3_scheduler_states_and_reports_a_crashing_on
             }
         )
 
+    async def database(request):
+        return web.json_response({"db_name": request.match_info["db"], "doc_count": 0})
+
+    async def indexes(_):
+        # CouchDB 3's listing: the special _all_docs index, then the json ones.
+        special = {
+            "ddoc": None,
+            "name": "_all_docs",
+            "type": "special",
+            "def": {"fields": [{"_id": "asc"}]},
+        }
+        listed = [
+            {"ddoc": f"_design/{i.ddoc}", "name": i.name, "type": "json", "def": {"fields": i.sort}}
+            for i in MESSAGES.indexes
+        ]
+        return web.json_response({"total_rows": 1 + len(listed), "indexes": [special, *listed]})
+
     app = web.Application()
     app.router.add_get("/", welcome)
     app.router.add_get("/_scheduler/docs", scheduler_docs)
+    app.router.add_get("/{db}", database)
+    app.router.add_get("/{db}/_index", indexes)
     fake = await aiohttp_server(app)
 
     class Server:  # what start_node needs of a server
         url = str(fake.make_url("")).rstrip("/")
 
-    node = await start_node(Server)
+    node = await start_node(Server, schema=False)
     response = await node.get("/health")
     assert response.status == 200
     health = await response.json()
