@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.master_throughput import start_master
 from bench.standard_node import start_node
 from kuno.client.api import PAGE_LIMIT, KunoClient
 from kuno.client.crypto import KeyPair
@@ -38,41 +39,11 @@ from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load
 from kuno.master.routing import SendOrder
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
 from tests.support.messages import DAY_MS, now_ms
-from tests.support.pouchdb import PouchServer, free_port, http_json, wait_until
+from tests.support.pouchdb import PouchServer
+from tests.support.schema import apply_schema
 
 PASSWORD = "bench password"
 STORE_BATCH = 100
-
-
-def start_master(server: PouchServer, private_key: Path, node_urls: list[str]):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUNO_")}
-    env.update(
-        KUNO_COUCHDB_URLS=server.url,
-        KUNO_COUCHDB_USER=server.user,
-        KUNO_COUCHDB_PASSWORD=server.password,
-        KUNO_STANDARD_NODE_URLS=",".join(node_urls),
-        KUNO_TOKEN_PRIVATE_KEY_FILE=str(private_key),
-        KUNO_HOST="127.0.0.1",
-        KUNO_PORT=str(port),
-        KUNO_LOG_LEVEL="warning",
-        KUNO_PASSWORD_TIME_COST="1",
-        KUNO_PASSWORD_MEMORY_KIB="1024",
-        KUNO_PASSWORD_PARALLELISM="1",
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "kuno.master"], env=env, stderr=subprocess.DEVNULL
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return http_json("GET", url + "/health", timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    wait_until(healthy, timeout=30, interval=0.1)
-    return process, url
 
 
 async def store(
@@ -183,7 +154,8 @@ async def main() -> None:
                 process, url = start_node(server, public_key, "messages")
                 processes.append(process)
                 node_urls.append(url)
-            master, master_url = start_master(servers[0], private_key, node_urls)
+            apply_schema(servers[0].url, users="users")  # as the deployment does
+            master, master_url = start_master(servers[:1], node_urls, private_key, in_flight=2)
             processes.append(master)
             async with (
                 aiohttp.ClientSession() as session,

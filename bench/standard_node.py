@@ -182,7 +182,7 @@ async def main() -> None:
 
                 def raw_find(user: str):
                     query = {
-                        "selector": {"recipientId": user, "timestamp": {"$gte": 0}},
+                        "selector": {"recipientId": user, "seq": {"$gte": 0}},
                         "sort": RECIPIENT_SORT,
                         "use_index": RECIPIENT_INDEX.use_index,
                         "limit": GET_PAGE + 1,
