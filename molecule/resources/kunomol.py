@@ -33,6 +33,10 @@ from urllib.parse import quote
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# The containers' names have one definition, also Ansible's kuno_container_name filter.
+sys.path.insert(0, str(REPO / "filter_plugins"))
+from kuno_names import container_name  # noqa: E402
+
 PASSWORD = "correct horse battery staple"
 RUNNING_STATES = ("running", "triggered", "pending")
 SEND_BATCH = 10
@@ -85,7 +89,7 @@ class System:
     # --- names and addresses -------------------------------------------------------------
 
     def container(self, role: str, node: str | None = None) -> str:
-        return f"{self.project}-{role}-{node}" if node else f"{self.project}-{role}"
+        return container_name(self.project, role, node)
 
     @property
     def containers(self) -> list[str]:

@@ -15,6 +15,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = REPO / "library"
 MODULE_UTILS = REPO / "module_utils"
+FILTER_PLUGINS = REPO / "filter_plugins"
 DOC_FRAGMENTS = REPO / "doc_fragments"
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 BIN = Path(sys.executable).parent
@@ -74,6 +75,7 @@ class Ansible:
         env.update(
             ANSIBLE_LIBRARY=str(LIBRARY),
             ANSIBLE_MODULE_UTILS=str(MODULE_UTILS),
+            ANSIBLE_FILTER_PLUGINS=str(FILTER_PLUGINS),
             ANSIBLE_PYTHON_INTERPRETER=sys.executable,
             ANSIBLE_STDOUT_CALLBACK=callback,
             ANSIBLE_LOCALHOST_WARNING="false",
