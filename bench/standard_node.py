@@ -96,7 +96,7 @@ def load_messages(server: PouchServer, database: str, users: int, per_user: int)
     base = now_ms()
     batch = []
     for n in range(users * per_user):
-        body = message_body(recipient=f"u{n % users}", timestamp=base + n)
+        body = message_body(recipient=f"u{n % users}", timestamp=base + n, seq=(base + n) * 1000)
         batch.append({"_id": body.pop("id"), "type": "message", **body})
         if len(batch) == 2000:
             status, _ = http_json(
@@ -172,7 +172,7 @@ async def main() -> None:
 
                 def raw_find(user: str):
                     query = {
-                        "selector": {"recipientId": user, "timestamp": {"$gte": 0}},
+                        "selector": {"recipientId": user, "seq": {"$gte": 0}},
                         "sort": RECIPIENT_SORT,
                         "use_index": RECIPIENT_INDEX.use_index,
                         "limit": GET_PAGE + 1,

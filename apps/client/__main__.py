@@ -152,11 +152,20 @@ async def run(args: argparse.Namespace) -> int:
             )
         elif args.command == "listen":
             logged_in(client, profile)
+            # A fresh token first: the socket's life starts from it, not from the login.
+            profile.save_token(await client.refresh())
             async with client.connect() as socket:
                 print(f"listening as {profile.username}; Ctrl-C to stop", file=sys.stderr)
-                async for message in socket.messages():
-                    show(message)
-                    await socket.received(message.id)
+                # The token is refreshed on the socket (and saved) before it expires.
+                keeper = asyncio.create_task(socket.keep_fresh(on_token=profile.save_token))
+                try:
+                    async for message in socket.messages():
+                        show(message)
+                        await socket.received(message.id)
+                finally:
+                    keeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeper
                 print(f"connection closed ({socket.close_code})", file=sys.stderr)
                 return 1
     return 0

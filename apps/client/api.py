@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import jwt
 from yarl import URL
 
 from kuno.client.crypto import DecryptionError, KeyPair, open_sealed, seal
@@ -32,6 +34,8 @@ from kuno.common.protocol import (
     MessageFrame,
     ReadyFrame,
     ReceivedFrame,
+    RefreshedFrame,
+    RefreshFrame,
     SendFrame,
     parse_frame,
     serialise,
@@ -41,7 +45,7 @@ log = logging.getLogger("kuno.client")
 
 DEFAULT_TIMEOUT = 10.0
 NODE_TIMEOUT = 5.0
-PAGE_LIMIT = 100
+PAGE_LIMIT = 500  # messages per listing page and per delete request
 MAX_PAGES = 1000  # per node and inbox call: 100 000 messages at the default page size
 
 
@@ -104,6 +108,7 @@ class OpenedMessage:
     timestamp: int
     text: str | None  # None when it did not decrypt
     error: str | None = None
+    seq: int = 0  # the master's order of acceptance: conversations read in this order
 
 
 @dataclass
@@ -189,6 +194,24 @@ class KunoClient:
             self.keys = keys
         return body["token"]
 
+    async def refresh(self) -> str:
+        """A fresh token for the current, still valid one (POST /api/refresh): no password
+        needed until the session's maximum age; ApiError 401 `session_expired` then."""
+        body = await self._master("POST", "/api/refresh", auth=True)
+        self.token = body["token"]
+        return self.token
+
+    def token_expires(self) -> float:
+        """When the current token expires, seconds since the epoch (its `exp` claim, read
+        without verifying: only to plan the refresh)."""
+        if self.token is None:
+            raise KunoError("not logged in: run `kuno login` first")
+        try:
+            claims = jwt.decode(self.token, options={"verify_signature": False})
+            return float(claims["exp"])
+        except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
+            raise KunoError(f"the saved token is unreadable ({exc})") from None
+
     def use(self, username: str, token: str, keys: KeyPair) -> None:
         """Act as a user whose token and keys were saved earlier."""
         self.username, self.token, self.keys = username, token, keys
@@ -209,18 +232,25 @@ class KunoClient:
         return Outgoing(message_id or str(uuid.uuid4()), to, ciphertext, nonce)
 
     async def open(
-        self, message_id: str, sender: str, timestamp: int, ciphertext: str, nonce: str
+        self,
+        message_id: str,
+        sender: str,
+        timestamp: int,
+        ciphertext: str,
+        nonce: str,
+        seq: int = 0,
     ) -> OpenedMessage:
         """Decrypt one message; a failure is returned in `error`, never raised."""
         try:
             sender_key = await self.public_key(sender)
             text = open_sealed(ciphertext, nonce, self._require_keys(), sender_key)
         except DecryptionError as exc:
-            return OpenedMessage(message_id, sender, timestamp, None, f"does not decrypt ({exc})")
+            why = f"does not decrypt ({exc})"
+            return OpenedMessage(message_id, sender, timestamp, None, why, seq)
         except ApiError as exc:
-            reason = f"sender's key unknown ({exc})"
-            return OpenedMessage(message_id, sender, timestamp, None, reason)
-        return OpenedMessage(message_id, sender, timestamp, text)
+            why = f"sender's key unknown ({exc})"
+            return OpenedMessage(message_id, sender, timestamp, None, why, seq)
+        return OpenedMessage(message_id, sender, timestamp, text, None, seq)
 
     def connect(self) -> Socket:
         return Socket(self)
@@ -244,29 +274,38 @@ class KunoClient:
                 by_id.setdefault(stored["id"], stored)
         if self.node_urls and not inbox.nodes_answered:
             raise KunoError(f"no storage node answered: {inbox.nodes_failed}")
-        ordered = sorted(by_id.values(), key=lambda m: (m["timestamp"], m["id"]))
-        opened = await asyncio.gather(
-            *(
-                self.open(m["id"], m["senderId"], m["timestamp"], m["ciphertext"], m["nonce"])
-                for m in ordered
+        # The master's order of acceptance; a node's pages come in it, merged here.
+        ordered = sorted(by_id.values(), key=lambda m: (m["seq"], m["id"]))
+        # Each sender's key once (a failure shows on each of its messages), then decrypt.
+        senders = {m["senderId"] for m in ordered}
+        await asyncio.gather(*(self.public_key(s) for s in senders), return_exceptions=True)
+        for m in ordered:
+            message = await self.open(
+                m["id"], m["senderId"], m["timestamp"], m["ciphertext"], m["nonce"], m["seq"]
             )
-        )
-        for message in opened:
             (inbox.messages if message.error is None else inbox.undecryptable).append(message)
         return inbox
 
     async def delete_everywhere(self, message_ids: list[str]) -> dict[str, int]:
-        """DELETE each message on every node; a node that is down gets it by replication."""
+        """Delete the messages on every node, a page of ids per request (`POST
+        /messages/delete`), the nodes at once; id → how many nodes confirmed it gone (a
+        node that is down gets the deletes by replication)."""
         self._require_login()
-        results = await asyncio.gather(
-            *(self._delete(url, message_id) for message_id in message_ids for url in self.node_urls)
-        )
         confirmed = dict.fromkeys(message_ids, 0)
-        position = 0
-        for message_id in message_ids:
-            for _ in self.node_urls:
-                confirmed[message_id] += results[position]
-                position += 1
+        ids = list(confirmed)
+        pages = [
+            ids[start : start + self.page_limit] for start in range(0, len(ids), self.page_limit)
+        ]
+
+        async def on_node(url: str) -> list[str]:
+            gone: list[str] = []
+            for page in pages:
+                gone += await self._delete_page(url, page)
+            return gone
+
+        for gone in await asyncio.gather(*(on_node(url) for url in self.node_urls)):
+            for message_id in gone:
+                confirmed[message_id] += 1
         return confirmed
 
     async def inbox(self) -> Inbox:
@@ -319,18 +358,25 @@ class KunoClient:
                 break
         return messages
 
-    async def _delete(self, node_url: str, message_id: str) -> int:
-        """1 when the node no longer has the message (deleted now or already gone)."""
+    async def _delete_page(self, node_url: str, message_ids: list[str]) -> list[str]:
+        """The ids the node no longer has (deleted now or already gone); none when the
+        node fails."""
         try:
-            async with self.session.delete(
-                f"{node_url}/messages/{quote(message_id, safe='')}",
+            async with self.session.post(
+                f"{node_url}/messages/delete",
+                json={"ids": message_ids},
                 headers=self._bearer(),
                 timeout=self.node_timeout,
             ) as response:
-                await response.read()
-                return 1 if response.status in (200, 404) else 0
-        except (aiohttp.ClientError, TimeoutError):
-            return 0
+                body = await _json_or_error(response)
+        except (KunoError, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("delete failed on a node", extra={"node": node_url, "cause": str(exc)})
+            return []
+        return [
+            result["id"]
+            for result in body["results"]
+            if result.get("deleted") or result.get("error") == "not_found"
+        ]
 
 
 async def _json_or_error(response: aiohttp.ClientResponse) -> Any:
@@ -355,6 +401,7 @@ class Socket:
         self._incoming: asyncio.Queue[OpenedMessage | None] = asyncio.Queue()
         self._waiting: dict[str, asyncio.Future[Ack]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._refreshed: asyncio.Future[int] | None = None
         self.close_code: int | None = None
 
     async def __aenter__(self) -> Socket:
@@ -438,6 +485,41 @@ class Socket:
         frame = ReceivedFrame.model_construct(id=message_id)  # the master checks the id
         await self._require_open().send_str(serialise(frame))
 
+    async def refresh(self, within: float | None = None) -> int:
+        """Get a fresh token (KunoClient.refresh) and hand it to the master on this socket,
+        which then stays open until it expires: returns that time, ms since the epoch.
+        ApiError when no token is issued, SendError when the master refuses it."""
+        token = await self.client.refresh()
+        ws = self._require_open()
+        self._refreshed = asyncio.get_running_loop().create_future()
+        await ws.send_str(serialise(RefreshFrame(token=token)))
+        async with asyncio.timeout(within or self.client.timeout.total):
+            return await self._refreshed
+
+    async def keep_fresh(
+        self, on_token: Callable[[str], None] | None = None, share: float = 2 / 3
+    ) -> None:
+        """Refresh the socket's token after `share` of each token's life, for as long as the
+        session lasts (then the master closes the socket with 4401); `on_token` gets each new
+        token (to save it). A master that does not answer is asked again, until expiry."""
+        while self.ws is not None and not self.ws.closed:
+            expires = self.client.token_expires()
+            await asyncio.sleep(max((expires - time.time()) * share, 0.0))
+            try:
+                await self.refresh()
+            except ApiError as exc:
+                log.warning("token not refreshed: %s", exc)
+                if exc.status in (401, 403):
+                    return  # the session is over: the socket closes at expiry
+            except (KunoError, TimeoutError) as exc:
+                log.warning("token not refreshed yet: %s", exc)
+                if self.ws is None or self.ws.closed or time.time() >= expires:
+                    return
+                await asyncio.sleep(1.0)
+                continue
+            if on_token is not None and self.client.token is not None:
+                on_token(self.client.token)
+
     def _require_open(self) -> aiohttp.ClientWebSocketResponse:
         if self.ws is None or self.ws.closed:
             raise KunoError(f"the connection is closed ({self.close_code})")
@@ -458,19 +540,29 @@ class Socket:
         finally:
             self.close_code = self.ws.close_code
             failure = SendError(None, f"the connection closed ({self.close_code})")
-            for future in self._waiting.values():
-                if not future.done():
+            for future in [*self._waiting.values(), self._refreshed]:
+                if future is not None and not future.done():
                     future.set_exception(failure)
             self._incoming.put_nowait(None)
 
-    async def _dispatch(self, frame: ReadyFrame | MessageFrame | AckFrame | ErrorFrame) -> None:
+    async def _dispatch(
+        self, frame: ReadyFrame | MessageFrame | AckFrame | RefreshedFrame | ErrorFrame
+    ) -> None:
         if isinstance(frame, MessageFrame):
             message = await self.client.open(
-                frame.id, frame.sender, frame.timestamp, frame.ciphertext, frame.nonce
+                frame.id, frame.sender, frame.timestamp, frame.ciphertext, frame.nonce, frame.seq
             )
             self._incoming.put_nowait(message)
             return
+        if isinstance(frame, RefreshedFrame):
+            if self._refreshed is not None and not self._refreshed.done():
+                self._refreshed.set_result(frame.expiresAt)
+            return
         if not isinstance(frame, AckFrame | ErrorFrame):
+            return
+        if frame.id is None and self._refreshed is not None and not self._refreshed.done():
+            # The refresh's answer: its error frames carry no id.
+            self._refreshed.set_exception(SendError(None, frame.reason))
             return
         future = self._waiting.get(frame.id) if frame.id is not None else None
         if isinstance(frame, AckFrame):

@@ -21,6 +21,8 @@ from kuno.common.names import USERNAME_PATTERN
 
 TTL_MS = 30 * 24 * 3600 * 1000
 MAX_NONCE_BYTES = 64
+#: The largest `seq`: JavaScript's largest safe integer (µs since the epoch fit until 2255).
+MAX_SEQ = 2**53 - 1
 
 # The account rule (no leading "_": CouchDB reserves such ids), in either case.
 UserId = Annotated[StrictStr, Field(pattern=USERNAME_PATTERN)]
@@ -58,6 +60,9 @@ class Message(BaseModel):
     nonce: Base64Text
     timestamp: StrictInt = Field(ge=0)
     expiresAt: StrictInt = Field(ge=0)
+    #: The master's order of acceptance (kuno.master.routing.SendOrder): readers sort by it.
+    #: Absent from an older master's body: timestamp * 1000, ties then go by id.
+    seq: StrictInt = Field(default=-1, ge=-1, le=MAX_SEQ)
     # Measured once while validating: the size check and the store both need it.
     _ciphertext_bytes: int = PrivateAttr(default=0)
 
@@ -69,6 +74,8 @@ class Message(BaseModel):
             raise ValueError(f"nonce must be at most {MAX_NONCE_BYTES} bytes")
         if not self.timestamp < self.expiresAt <= self.timestamp + TTL_MS:
             raise ValueError("expiresAt must be after timestamp and at most 30 days later")
+        if self.seq == -1:
+            object.__setattr__(self, "seq", self.timestamp * 1000)
         return self
 
     @property
@@ -86,6 +93,7 @@ class Message(BaseModel):
             "nonce": self.nonce,
             "timestamp": self.timestamp,
             "expiresAt": self.expiresAt,
+            "seq": self.seq,
         }
 
 
@@ -100,4 +108,5 @@ def from_document(doc: dict[str, Any]) -> dict[str, Any]:
         "nonce": doc["nonce"],
         "timestamp": doc["timestamp"],
         "expiresAt": doc["expiresAt"],
+        "seq": doc["seq"],
     }

@@ -5,11 +5,16 @@ One JSON object per text frame, told apart by `type`:
     client → master  auth      {"type":"auth","token"}   (first frame, when no header token)
     client → master  send      {"type":"send","id","to","ciphertext","nonce"}
     client → master  received  {"type":"received","id"}
+    client → master  refresh   {"type":"refresh","token"}  (a fresher token of the same user)
     master → client  ready     {"type":"ready","user"}
-    master → client  message   {"type":"message","id","from","ciphertext","nonce","timestamp"}
+    master → client  message   {"type":"message","id","from","ciphertext","nonce","timestamp","seq"}
     master → client  ack       {"type":"ack","id","delivered","stored","nodes"}
                                (+ "storage":"disabled" when the master stores nothing)
+    master → client  refreshed {"type":"refreshed","expiresAt"}  (the socket's new end, ms)
     master → client  error     {"type":"error","id","reason"}  (id null when the frame had none)
+
+The master closes a socket with 4401 when its token expires (unless a `refresh` frame
+brought a later one); a fresh token comes from POST /api/refresh with the current one.
 
 `parse_frame(text, accepted)` reads one frame; `serialise(frame)` writes one.
 `json_schema()` (or `python -m kuno.common.protocol`) gives every frame as JSON Schema.
@@ -121,6 +126,14 @@ class ReceivedFrame(Frame):
     id: MessageId
 
 
+class RefreshFrame(Frame):
+    """A fresher token of the socket's user (from POST /api/refresh): the socket stays open
+    until it expires instead. Answered by `refreshed`, or by an error frame (id null)."""
+
+    type: Literal["refresh"] = "refresh"
+    token: StrictStr
+
+
 # --- master → client ---------------------------------------------------------
 
 
@@ -132,7 +145,8 @@ class ReadyFrame(Frame):
 
 
 class MessageFrame(Frame):
-    """A message pushed to its recipient; `timestamp` in ms since the epoch (the master's)."""
+    """A message pushed to its recipient; `timestamp` in ms since the epoch (the master's),
+    `seq` the master's order of acceptance (sort by it: many messages share a timestamp)."""
 
     type: Literal["message"] = "message"
     id: StrictStr
@@ -140,10 +154,11 @@ class MessageFrame(Frame):
     ciphertext: StrictStr
     nonce: StrictStr
     timestamp: StrictInt
+    seq: StrictInt
 
     @classmethod
     def of(cls, message: Message) -> MessageFrame:
-        shared = message.model_dump(include={"id", "ciphertext", "nonce", "timestamp"})
+        shared = message.model_dump(include={"id", "ciphertext", "nonce", "timestamp", "seq"})
         return cls(sender=message.senderId, **shared)
 
 
@@ -162,6 +177,14 @@ class AckFrame(Frame):
     )
 
 
+class RefreshedFrame(Frame):
+    """The socket now lasts until `expiresAt` (ms since the epoch): the refresh token's
+    expiry, when the master closes it with 4401 unless refreshed again."""
+
+    type: Literal["refreshed"] = "refreshed"
+    expiresAt: StrictInt
+
+
 class ErrorFrame(Frame):
     """A frame refused, or a send that failed; `id` is the frame's, null when it had none."""
 
@@ -170,11 +193,20 @@ class ErrorFrame(Frame):
     reason: StrictStr
 
 
-CLIENT_FRAMES: tuple[type[Frame], ...] = (AuthFrame, SendFrame, ReceivedFrame)
-SERVER_FRAMES: tuple[type[Frame], ...] = (ReadyFrame, MessageFrame, AckFrame, ErrorFrame)
+CLIENT_FRAMES: tuple[type[Frame], ...] = (AuthFrame, SendFrame, ReceivedFrame, RefreshFrame)
+SERVER_FRAMES: tuple[type[Frame], ...] = (
+    ReadyFrame,
+    MessageFrame,
+    AckFrame,
+    RefreshedFrame,
+    ErrorFrame,
+)
 # What a client may send once authenticated, and what a client reads.
-ROUTED_FRAMES = (SendFrame, ReceivedFrame)
-ServerFrame = ReadyFrame | MessageFrame | AckFrame | ErrorFrame
+ROUTED_FRAMES = (SendFrame, ReceivedFrame, RefreshFrame)
+ServerFrame = ReadyFrame | MessageFrame | AckFrame | RefreshedFrame | ErrorFrame
+#: The close code of a socket whose token expired (4000-4999: the application's own, RFC
+#: 6455 §7.4.2; as HTTP 401): get a fresh token and reconnect, or log in again.
+TOKEN_EXPIRED_CLOSE = 4401
 
 F = TypeVar("F", bound=Frame)
 
@@ -196,7 +228,8 @@ def parse_frame(data: str | bytes, accepted: tuple[type[F], ...]) -> F:
     kind = value.get("type")
     model = next((m for m in accepted if isinstance(kind, str) and m.frame_type() == kind), None)
     if model is None:
-        names = " or ".join(m.frame_type() for m in accepted)
+        *others, last = [m.frame_type() for m in accepted]
+        names = f"{', '.join(others)} or {last}" if others else last
         raise FrameError("invalid_frame", f"type must be {names}", message_id)
     try:
         return model.model_validate(value)

@@ -113,7 +113,7 @@ USERS = SCHEMA.database("users")
 async def missing(client: CouchClient, database: Database, name: str | None = None) -> list[str]:
     """What of `database` the server lacks, stored under `name` (a service's configured
     name; default the deployed one): `[]` when all is there, else each part missing, e.g.
-    `["database messages", "index recipient-timestamp-index of messages", ...]` or
+    `["database messages", "index recipient-seq-index of messages", ...]` or
     `["index expires-at-index of messages"]`. An index of the schema's name with other
     fields counts as missing.
 

@@ -25,8 +25,13 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True)
 class Identity:
+    """A verified token: `expires` its `exp` and `auth_time` when its session began (the
+    password login it was refreshed from), both seconds since the epoch."""
+
     subject: str
     scopes: frozenset[str]
+    expires: float = float("inf")
+    auth_time: float = 0.0
 
     @property
     def is_master(self) -> bool:
@@ -98,7 +103,15 @@ class TokenVerifier:
         scope = claims.get("scope", "")
         if not isinstance(scope, str):
             raise InvalidToken("scope must be a string")
-        identity = Identity(subject=claims["sub"], scopes=frozenset(scope.split()))
+        auth_time = claims.get("auth_time", claims["iat"])
+        if isinstance(auth_time, bool) or not isinstance(auth_time, int | float):
+            raise InvalidToken("auth_time must be a number")
+        identity = Identity(
+            subject=claims["sub"],
+            scopes=frozenset(scope.split()),
+            expires=claims["exp"],
+            auth_time=auth_time,
+        )
         return identity, claims["exp"] + self._leeway
 
 
@@ -108,7 +121,16 @@ class TokenSigner:
         self._audience = audience
         self._ttl = ttl
 
-    def sign(self, subject: str, scopes: tuple[str, ...] = (), ttl: float | None = None) -> str:
+    def sign(
+        self,
+        subject: str,
+        scopes: tuple[str, ...] = (),
+        ttl: float | None = None,
+        auth_time: int | None = None,
+    ) -> str:
+        """A token for `subject` living `ttl` seconds (the signer's default when None);
+        `auth_time` (RFC 9068, seconds since the epoch) is when its session began: now for
+        a login, the old token's for a refresh."""
         now = int(time.time())
         claims = {
             "iss": ISSUER,
@@ -117,6 +139,7 @@ class TokenSigner:
             "iat": now,
             "exp": now + int(ttl if ttl is not None else self._ttl),
             "jti": uuid.uuid4().hex,
+            "auth_time": now if auth_time is None else auth_time,
         }
         if scopes:
             claims["scope"] = " ".join(scopes)

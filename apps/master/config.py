@@ -35,7 +35,12 @@ class MasterSettings(ServiceSettings):
     message_ttl_days: float = Field(default=30.0, gt=0, le=30)
 
     token_private_key_file: FilePath
-    token_ttl: float = Field(default=900.0, ge=10, le=24 * 3600)
+    #: Seconds a token lives; a WebSocket is closed (4401) when its token expires unless
+    #: the client sent a fresher one on it (a `refresh` frame).
+    token_ttl: float = Field(default=900.0, ge=2, le=24 * 3600)
+    #: Seconds a session lasts from its password login, however often its token is
+    #: refreshed (POST /api/refresh); then the user logs in again.
+    session_max_age: float = Field(default=7 * 24 * 3600.0, ge=2, le=90 * 24 * 3600)
 
     #: argon2id cost; the defaults are argon2-cffi's (RFC 9106, low-memory profile).
     password_time_cost: int = Field(default=3, ge=1, le=20)

@@ -75,7 +75,8 @@ class ServiceToken:
 class NodeResult:
     node: str
     ok: bool
-    outcome: str  # stored | duplicate | failed (store); deleted | absent | failed (delete)
+    # stored | duplicate | queue_full | failed (store); deleted | absent | failed (delete)
+    outcome: str
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,7 @@ class NodeWriter:
             log.exception("store failed", extra={"node": self.label, "id": message_id})
             outcome = "failed"
         self.metrics.stored.labels(self.label, outcome).inc()
-        return NodeResult(self.label, outcome != "failed", outcome)
+        return NodeResult(self.label, outcome in ("stored", "duplicate"), outcome)
 
     async def close(self) -> None:
         await self._batcher.close()
@@ -221,12 +222,14 @@ class NodeWriter:
 
 
 # POST /messages: 201 stored, 200 already there.
-_SINGLE_OUTCOMES = {201: "stored", 200: "duplicate"}
+_SINGLE_OUTCOMES = {201: "stored", 200: "duplicate", 507: "queue_full"}
+#: A node's outcome for a new message over its recipient's queue bounds.
+QUEUE_FULL = "queue_full"
 
 
 def _outcome(result: dict[str, Any]) -> str:
     if not result.get("stored"):
-        return "failed"
+        return QUEUE_FULL if result.get("error") == QUEUE_FULL else "failed"
     return "stored" if result.get("created") else "duplicate"
 
 

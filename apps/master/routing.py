@@ -3,8 +3,9 @@
 Frames: kuno.common.protocol, after authentication (`Authorization: Bearer` on the upgrade,
 or a first frame {"type":"auth","token"} for clients that cannot set headers, such as
 browsers).
-Close codes: 1008 bad token, 1009 frame too large, 1007 text not UTF-8, 1013 a socket
-too slow to take a frame (Connection), 1011 internal error, 1001 shutdown.
+Close codes: 4401 token expired (not refreshed on the socket: kuno.common.protocol), 1008
+bad token, 1009 frame too large, 1007 text not UTF-8, 1013 a socket too slow to take a
+frame (Connection), 1011 internal error, 1001 shutdown.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from kuno.common.couch import CouchError
 from kuno.common.messages import Message, decoded_size
 from kuno.common.protocol import (
+    TOKEN_EXPIRED_CLOSE,
     AckFrame,
     ErrorFrame,
     Frame,
@@ -34,7 +37,7 @@ from kuno.common.protocol import (
     serialise,
 )
 from kuno.common.tokens import TokenSigner
-from kuno.master.fanout import StandardNodes
+from kuno.master.fanout import QUEUE_FULL, StandardNodes
 from kuno.master.metrics import DeliveryMetrics
 from kuno.master.users import UserDirectory
 
@@ -74,6 +77,7 @@ class Outcome:
     delivered: bool
     stored: int
     nodes: int
+    queue_full: bool = False  # a node refused it: the recipient's queue is at a bound
 
 
 def content_digest(frame: SendFrame) -> bytes:
@@ -90,6 +94,7 @@ class Routed:
     digest: bytes
     timestamp: int
     expires_at: int
+    seq: int
     delivered: bool = False
 
     def same_content(self, sender: str, frame: SendFrame) -> bool:
@@ -109,7 +114,23 @@ class Routed:
             nonce=frame.nonce,
             timestamp=self.timestamp,
             expiresAt=self.expires_at,
+            seq=self.seq,
         )
+
+
+class SendOrder:
+    """The master's order of acceptance: `next()` gives strictly increasing integers,
+    microseconds since the epoch, or one past the last when sends come faster than one per
+    microsecond. So a later master process continues above an earlier one's keys as long
+    as the wall clock does not step back (the process cannot issue a million keys a second,
+    so it never runs ahead of the clock by the time a restart takes)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns() // 1000, self._last + 1)
+        return self._last
 
 
 def cancelled_here() -> bool:
@@ -138,7 +159,12 @@ class Connection:
     write_timeout: float = 2.0
     close_grace: float = 30.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    # Sends of this socket are accepted one at a time, in the order they arrived.
+    accepting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
     closing: bool = field(default=False, init=False)
+    #: When the socket's token expires (seconds since the epoch): closed then with 4401.
+    expires: float = field(default=math.inf, init=False)
+    _expiry: asyncio.TimerHandle | None = field(default=None, init=False, repr=False)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False, repr=False)
 
     @property
@@ -180,6 +206,27 @@ class Connection:
             return True
         finally:
             self.lock.release()
+
+    def expire_at(self, expires: float) -> None:
+        """Close the socket with TOKEN_EXPIRED_CLOSE at `expires` (seconds since the epoch;
+        inf: never), instead of at any earlier deadline."""
+        self.cancel_expiry()
+        self.expires = expires
+        if math.isfinite(expires):
+            delay = max(expires - time.time(), 0.0)
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def cancel_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.open:
+            log.info("token expired; closing its socket", extra={"user": self.user})
+            reason = b"token expired: refresh it on the socket, or log in again"
+            self._track(self.close(TOKEN_EXPIRED_CLOSE, reason))
 
     def close_slow(self, why: str | None = "socket too slow; closing it") -> None:
         """Close with 1013 in the background (logging `why`, if any); the connection is
@@ -252,6 +299,7 @@ class Router:
         self.closing = False
         self._inflight: dict[str, asyncio.Task[Outcome]] = {}
         self._recent: OrderedDict[str, Routed] = OrderedDict()
+        self.order = SendOrder()
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- connections --------------------------------------------------------
@@ -271,23 +319,38 @@ class Router:
     # --- frames -------------------------------------------------------------
 
     async def on_send(self, connection: Connection, frame: SendFrame) -> AckFrame:
-        """The ack or error frame for one send."""
-        if self.closing:
-            raise FrameError("shutting_down", "the server is shutting down; resend later", frame.id)
-        if decoded_size(frame.ciphertext, "ciphertext") > self.max_ciphertext_bytes:
-            raise FrameError(
-                "too_large", f"ciphertext over {self.max_ciphertext_bytes} bytes", frame.id
-            )
-        if not await self.users.exists(frame.to):
-            raise FrameError("unknown_recipient", f"unknown recipient {frame.to}", frame.id)
-        self.metrics.routed.inc()
-        outcome = await self.route(connection.user, frame)
+        """The ack or error frame for one send.
+
+        The sends of one socket are accepted (checked, given their `seq`, their fan-out
+        started) one at a time in the order they arrived, so that order is the one every
+        reader gets; the acks then come as the fan-outs settle."""
+        async with connection.accepting:
+            if self.closing:
+                reason = "the server is shutting down; resend later"
+                raise FrameError("shutting_down", reason, frame.id)
+            if decoded_size(frame.ciphertext, "ciphertext") > self.max_ciphertext_bytes:
+                raise FrameError(
+                    "too_large", f"ciphertext over {self.max_ciphertext_bytes} bytes", frame.id
+                )
+            if not await self.users.exists(frame.to):
+                raise FrameError("unknown_recipient", f"unknown recipient {frame.to}", frame.id)
+            self.metrics.routed.inc()
+            inflight = self.accept(connection.user, frame)
+        # Shielded: the fan-out finishes even when the sender's socket goes away.
+        outcome = await asyncio.shield(inflight)
         if self.nodes is None:
             self.metrics.acks.labels("disabled").inc()
             return AckFrame(
                 id=frame.id, delivered=outcome.delivered, stored=0, nodes=0, storage="disabled"
             )
         self.metrics.deliveries.observe(outcome.stored, outcome.nodes)
+        if outcome.stored == 0 and outcome.queue_full:
+            raise FrameError(
+                "queue_full",
+                f"{frame.to}'s queue is full (the most messages or bytes a recipient's "
+                "queue may hold); resend after they read their messages",
+                frame.id,
+            )
         if outcome.stored == 0:
             raise FrameError(
                 "not_stored",
@@ -329,25 +392,31 @@ class Router:
         self.metrics.errors.labels(error.kind).inc()
         await connection.send(ErrorFrame(id=error.message_id, reason=error.reason))
 
-    async def route(self, sender: str, frame: SendFrame) -> Outcome:
-        """Deliver and store once per id: a resend joins the fan-out in flight or repeats it."""
+    def accept(self, sender: str, frame: SendFrame) -> asyncio.Task[Outcome]:
+        """Deliver and store once per id: the fan-out started now, or the one in flight for
+        this id (a resend joins it, or repeats it with the same document). The message's
+        `seq` is taken here, once per id."""
         inflight = self._inflight.get(frame.id)
         routed = self._recent.get(frame.id)
         if routed is not None and not routed.same_content(sender, frame):
             raise FrameError("id_reused", "this id belongs to another message", frame.id)
         if inflight is None:
             if routed is None:
-                # The only place timestamp and expiresAt are set, once per message id.
+                # The only place timestamp, expiresAt and seq are set, once per message id.
                 timestamp = int(time.time() * 1000)
                 routed = Routed(
-                    sender, frame.to, content_digest(frame), timestamp, timestamp + self.ttl_ms
+                    sender,
+                    frame.to,
+                    content_digest(frame),
+                    timestamp,
+                    timestamp + self.ttl_ms,
+                    self.order.next(),
                 )
             inflight = asyncio.create_task(self._deliver_and_store(routed, routed.message(frame)))
             self._inflight[frame.id] = inflight
             inflight.add_done_callback(lambda _: self._inflight.pop(frame.id, None))
             self._remember(frame.id, routed)
-        # Shielded: the fan-out finishes even when the sender's socket goes away.
-        return await asyncio.shield(inflight)
+        return inflight
 
     def on_received(self, connection: Connection, frame: ReceivedFrame) -> None:
         """Delete the message from every node, on behalf of its recipient, in the background."""
@@ -379,7 +448,8 @@ class Router:
                 "message stored on fewer nodes than configured",
                 extra={"id": message.id, "stored": stored, "nodes": len(results)},
             )
-        return Outcome(routed.delivered, stored, len(results))
+        queue_full = any(result.outcome == QUEUE_FULL for result in results)
+        return Outcome(routed.delivered, stored, len(results), queue_full)
 
     async def _deliver(self, message: Message) -> bool:
         sockets = [c for c in self.connections.get(message.recipientId, ()) if c.open]

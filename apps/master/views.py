@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 from typing import Any, NoReturn
 
 import aiohttp
@@ -19,6 +20,8 @@ from kuno.common.protocol import (
     FrameError,
     ReadyFrame,
     ReceivedFrame,
+    RefreshedFrame,
+    RefreshFrame,
     parse_frame,
     serialise,
 )
@@ -142,6 +145,24 @@ async def login(request: web.Request) -> web.Response:
     )
 
 
+@routes.post("/api/refresh")
+async def refresh(request: web.Request) -> web.Response:
+    """A fresh token for a still-valid user token (`Authorization: Bearer`), so a client
+    need not keep the password: 200 `{"username", "token", "expiresIn"}` (seconds), the
+    same session's, living token_ttl but never past session_max_age from the login; 401
+    `session_expired` then (log in again), 401 for a bad token, 403 for the master's."""
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    if identity.is_master:
+        fail(web.HTTPForbidden, "forbidden", "a user token is required")
+    settings = request.app[keys.SETTINGS]
+    ttl = min(settings.token_ttl, identity.auth_time + settings.session_max_age - time.time())
+    if ttl < 1:
+        fail(web.HTTPUnauthorized, "session_expired", "the session is over; log in again")
+    signer = request.app[keys.SIGNER]
+    token = signer.sign(identity.subject, ttl=ttl, auth_time=int(identity.auth_time))
+    return web.json_response({"username": identity.subject, "token": token, "expiresIn": int(ttl)})
+
+
 @routes.get("/api/users/{username}/key")
 async def public_key(request: web.Request) -> web.Response:
     authenticate(request, request.app[keys.VERIFIER])
@@ -222,18 +243,20 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
     )
     # Added first: a client told "ready" is one a message to it reaches.
     router.add(connection)
+    connection.expire_at(identity.expires)
     sends = TokenBucket(settings.send_burst, settings.send_per_second)
     try:
         await connection.send(ReadyFrame(user=identity.subject))
         async for message in socket:
             if message.type == WSMsgType.ERROR:
                 break  # aiohttp has closed the socket (1007 for text that is not UTF-8)
-            await _on_frame(router, connection, sends, message)
+            await _on_frame(router, verifier, connection, sends, message)
     except Exception:
         # Whatever fails, never an HTTP response inside the upgraded stream.
         log.exception("websocket failed", extra={"user": identity.subject})
         await connection.close(WSCloseCode.INTERNAL_ERROR, b"internal error")
     finally:
+        connection.cancel_expiry()
         router.remove(connection)
     if socket.close_code == WSCloseCode.MESSAGE_TOO_BIG:
         log.info("closed a socket: frame too large", extra={"user": identity.subject})
@@ -241,7 +264,11 @@ async def _websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _on_frame(
-    router: Router, connection: Connection, sends: TokenBucket, message: aiohttp.WSMessage
+    router: Router,
+    verifier: TokenVerifier,
+    connection: Connection,
+    sends: TokenBucket,
+    message: aiohttp.WSMessage,
 ) -> None:
     """One frame from an authenticated client: refused with an error frame, or routed."""
     if message.type != WSMsgType.TEXT:
@@ -254,12 +281,35 @@ async def _on_frame(
         return
     if isinstance(frame, ReceivedFrame):
         router.on_received(connection, frame)
+    elif isinstance(frame, RefreshFrame):
+        await _refresh_socket(router, verifier, connection, frame)
     elif not sends.take():
         limited = FrameError("rate_limited", "too many messages; resend later", frame.id)
         await router.refuse(connection, limited)
     else:
         # The ack waits for the fan-out; the reader goes on with the next frame.
         router.spawn(router.answer_send(connection, frame))
+
+
+async def _refresh_socket(
+    router: Router, verifier: TokenVerifier, connection: Connection, frame: RefreshFrame
+) -> None:
+    """The socket lives until the fresher token expires; refused with an error frame (the
+    old deadline kept) for a bad token or another user's."""
+    try:
+        identity = verifier.verify(frame.token)
+    except InvalidToken:
+        await router.refuse(
+            connection, FrameError("invalid_token", "the token is invalid or expired")
+        )
+        return
+    if identity.subject != connection.user or identity.is_master:
+        await router.refuse(
+            connection, FrameError("invalid_token", "the token is not this socket's user's")
+        )
+        return
+    connection.expire_at(max(identity.expires, connection.expires))
+    await connection.send(RefreshedFrame(expiresAt=int(connection.expires * 1000)))
 
 
 async def _first_frame_auth(

@@ -16,7 +16,7 @@ from kuno.standard import keys
 from kuno.standard.config import StandardSettings
 from kuno.standard.links import expected_links
 from kuno.standard.mesh import MeshMonitor, register_metrics
-from kuno.standard.store import MessageStore, StoreMetrics
+from kuno.standard.store import MessageStore, QueueBounds, StoreMetrics
 from kuno.standard.views import now_ms, routes
 from kuno.standard.watchdog import Watchdog
 
@@ -73,6 +73,11 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
             StoreMetrics(app[keys.REGISTRY]),
             max_write=settings.max_batch_messages,
             writes_in_flight=settings.store_writes_in_flight,
+            bounds=QueueBounds(
+                settings.max_queue_messages,
+                settings.max_queue_bytes,
+                settings.queue_near_fraction,
+            ),
         )
         yield
         await app[keys.STORE].close()

@@ -44,6 +44,12 @@ class StandardSettings(ServiceSettings):
     #: CouchDB writes of POST /messages at once; single messages arriving while they are out
     #: are coalesced into the next write (one _bulk_docs of at most max_batch_messages).
     store_writes_in_flight: int = Field(default=2, ge=1, le=64)
+    #: Per recipient: at most this many stored messages and ciphertext bytes; a new message
+    #: over either is refused (`queue_full`), nothing stored is dropped. A queue at
+    #: queue_near_fraction of a bound counts in kuno_queues_near_bound.
+    max_queue_messages: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_queue_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, le=1 << 40)
+    queue_near_fraction: float = Field(default=0.8, gt=0, le=1)
     page_limit: int = Field(default=100, ge=1, le=1000)
     max_page_limit: int = Field(default=1000, ge=1, le=10000)
     sweep_interval: float = Field(default=300.0, gt=0)

@@ -2,59 +2,78 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kuno.common import schema
 from kuno.common.batching import NaturalBatcher
-from kuno.common.couch import Conflict, CouchClient, CouchError
-from kuno.common.messages import Message
+from kuno.common.couch import Conflict, CouchClient, CouchError, NotFound
+from kuno.common.messages import MAX_SEQ, Message
 from kuno.standard.validation import ascii_int
 
 log = logging.getLogger("kuno.standard.store")
 
-# The schema's indexes (kuno.common.schema): the deployment creates them.
-RECIPIENT_INDEX = schema.MESSAGES.index("recipient-timestamp-index")
+# The schema's indexes (kuno.common.schema): the deployment creates them. A recipient's
+# messages in the master's order of acceptance (`seq`, kuno.master.routing.SendOrder);
+# `timestamp` is for display only (many share one ms).
+RECIPIENT_INDEX = schema.MESSAGES.index("recipient-seq-index")
 EXPIRY_INDEX = schema.MESSAGES.index("expires-at-index")
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
 RECIPIENT_SORT = RECIPIENT_INDEX.sort
+QUEUE_FULL = "queue_full"
+# One row per recipient: [messages, ciphertext bytes] of the live messages it holds (a
+# deleted document leaves every view). Bytes are the base64 length's 3/4: within 2 bytes.
+QUEUE_DESIGN = "_design/queues"
+QUEUE_VIEW = "size"
+QUEUE_MAP = """function (doc) {
+  if (doc.type === "message" && typeof doc.recipientId === "string"
+      && typeof doc.ciphertext === "string") {
+    emit(doc.recipientId, [1, Math.floor(doc.ciphertext.length * 3 / 4)]);
+  }
+}"""
+QUEUE_DESIGN_DOC = {
+    "language": "javascript",
+    "views": {QUEUE_VIEW: {"map": QUEUE_MAP, "reduce": "_sum"}},
+}
 # Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
 # A round that could not move on (rows of one millisecond already seen, rows deleted
 # meanwhile) doubles its batch, up to this many times limit + 1.
 MAX_BATCH_GROWTH = 8
-# The largest timestamp a listed message may have: JavaScript's largest safe integer.
-MAX_TIMESTAMP = 2**53 - 1
 # A cursor's id is a message id (a UUID, 36 characters); longer is no cursor of ours.
 MAX_CURSOR_ID = 256
 
 
 @dataclass(frozen=True, order=True)
 class Cursor:
-    """A position in one recipient's messages: after (timestamp, id)."""
+    """A position in one recipient's messages: after (seq, id). The id breaks ties that
+    only documents not written by one master can have (older masters' bodies)."""
 
-    timestamp: int
+    seq: int
     id: str
 
     def encode(self) -> str:
-        return f"{self.timestamp}_{self.id}"
+        return f"{self.seq}_{self.id}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
-        """The cursor `encode` wrote, or ValueError: `<timestamp>_<id>`, the timestamp in
-        ASCII digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
-        timestamp, sep, doc_id = text.partition("_")
+        """The cursor `encode` wrote, or ValueError: `<seq>_<id>`, the seq in ASCII
+        digits, the id 1-MAX_CURSOR_ID characters not beginning with "_"."""
+        seq, sep, doc_id = text.partition("_")
         if not sep or not 0 < len(doc_id) <= MAX_CURSOR_ID or doc_id.startswith("_"):
             raise ValueError("not a cursor")
-        return cls(ascii_int(timestamp, 0, MAX_TIMESTAMP), doc_id)
+        return cls(ascii_int(seq, 0, MAX_SEQ), doc_id)
 
     @classmethod
     def of(cls, doc: dict[str, Any]) -> Cursor:
-        return cls(doc["timestamp"], doc["_id"])
+        return cls(doc["seq"], doc["_id"])
 
 
 @dataclass(frozen=True)
@@ -64,11 +83,27 @@ class Stored:
     id: str
     created: bool
     error: str | None = None
+    reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
-            return {"id": self.id, "stored": False, "error": self.error}
+            answer = {"id": self.id, "stored": False, "error": self.error}
+            return answer | ({"reason": self.reason} if self.reason else {})
         return {"id": self.id, "stored": True, "created": self.created}
+
+
+@dataclass(frozen=True)
+class QueueBounds:
+    """At most `messages` stored messages and `bytes` ciphertext bytes per recipient; a
+    queue at `near` (a fraction) of either bound counts as near it."""
+
+    messages: int
+    bytes: int
+    near: float = 0.8
+
+    def fill(self, messages: int, size: int) -> float:
+        """How full a queue of `messages` and `size` bytes is: the larger fraction."""
+        return max(messages / self.messages, size / self.bytes)
 
 
 @dataclass(frozen=True)
@@ -85,6 +120,16 @@ class StoreMetrics:
         )
         self.expired = Counter(
             "kuno_messages_expired", "Expired messages deleted", registry=registry
+        )
+        self.queue_full = Counter(
+            "kuno_messages_refused_queue_full",
+            "New messages refused: their recipient's queue was at its bound",
+            registry=registry,
+        )
+        self.near_bound = Gauge(
+            "kuno_queues_near_bound",
+            "Recipients whose queue was, when last written, at the near fraction of a bound",
+            registry=registry,
         )
         self.write_size = Histogram(
             "kuno_store_write_messages",
@@ -103,10 +148,18 @@ class MessageStore:
         *,
         max_write: int = 500,
         writes_in_flight: int = 2,
+        bounds: QueueBounds | None = None,
     ) -> None:
         self.couch = couch
         self.database = database
         self.metrics = metrics
+        self.bounds = bounds
+        self._near_bound: set[str] = set()
+        self._backfilled = False
+        # Bounds are checked once the queue view is built: its first build over a large
+        # database takes longer than a store may wait.
+        self._queue_view_ready = False
+        self._warming: asyncio.Task[None] | None = None
         # What of the schema was missing at the last check_schema (None: never checked).
         self.missing: list[str] | None = None
         # Concurrent single stores share CouchDB writes: one _bulk_docs per batch.
@@ -115,21 +168,69 @@ class MessageStore:
         )
 
     async def close(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._warming
         await self._singles.close()
 
     async def check_schema(self) -> list[str]:
         """What of the schema's `messages` database (under this store's name) CouchDB
-        lacks, as kuno.common.schema.missing says; `[]` once all is there. Creates nothing:
-        the deployment owns the schema. Raises CouchError when CouchDB does not answer."""
+        lacks, as kuno.common.schema.missing says; `[]` once all is there. Creates nothing
+        of the schema: the deployment owns it. Once it is all there: the queue view (see
+        _ensure_queue_view) and the seq of older messages (backfill_seq). Raises CouchError
+        when CouchDB does not answer."""
         self.missing = await schema.missing(self.couch, schema.MESSAGES, self.database)
+        if not self.missing:
+            await self._prepare_bounds()
+            # Messages of an older release listed from the start; the sweep does the rest.
+            await self.backfill_seq(500, max_batches=20)
         return self.missing
+
+    async def _prepare_bounds(self) -> None:
+        if self.bounds is None or self._queue_view_ready or self._warming is not None:
+            return
+        try:
+            await self._ensure_queue_view()
+        except CouchError as exc:
+            # Without the view the node stores unbounded, rather than not at all.
+            log.warning("queue view not written: no queue bounds", extra={"cause": exc.error})
+            return
+        # At once on a small database; a large one's build goes on in the background.
+        if not await self._build_queue_view():
+            self._warming = asyncio.create_task(self._keep_building_queue_view())
+
+    async def _ensure_queue_view(self) -> None:
+        """Write the design document of the queue view when it differs. The node's own,
+        not the schema's: schema.json holds Mango indexes only."""
+        path = f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}"
+        try:
+            current = await self.couch.request("GET", path)
+        except NotFound:
+            current = {}
+        if {k: current.get(k) for k in QUEUE_DESIGN_DOC} != QUEUE_DESIGN_DOC:
+            rev = {"_rev": current["_rev"]} if "_rev" in current else {}
+            try:
+                await self.couch.request("PUT", path, json=QUEUE_DESIGN_DOC | rev)
+            except Conflict:
+                log.info("queue view written meanwhile", extra={"database": self.database})
 
     async def store(self, messages: Sequence[Message]) -> list[Stored]:
         """Store the messages in one _bulk_docs; one result each, in order.
 
         New → created; already here (a conflict) or deleted before → not created, still a
-        success. The ids must be distinct.
+        success; new but over its recipient's queue bounds → error "queue_full" (nothing
+        stored is dropped for it). The ids must be distinct.
         """
+        checked = self.bounds is not None and self._queue_view_ready
+        refused = await self._over_bounds(messages) if checked else {}
+        if not refused:
+            return await self._write(messages)
+        accepted = [message for message in messages if message.id not in refused]
+        written = {result.id: result for result in await self._write(accepted)} if accepted else {}
+        return [refused.get(message.id) or written[message.id] for message in messages]
+
+    async def _write(self, messages: Sequence[Message]) -> list[Stored]:
         self.metrics.write_size.observe(len(messages))
         results = await self.couch.bulk_docs(
             self.database, [message.to_document() for message in messages]
@@ -155,9 +256,105 @@ class MessageStore:
             else:
                 stored.append(Stored(message.id, created=True))
         if revived:
-            await self.couch.delete_all_leaves(self.database, revived)
+            await self._delete_again(revived)
         self.metrics.stored.inc(sum(result.created for result in stored))
         return stored
+
+    async def _build_queue_view(self) -> bool:
+        """Bring the queue view up to date; True once it is (bounds are checked from then
+        on), False when CouchDB gave up waiting (the build goes on there)."""
+        try:
+            await self.couch.request(
+                "GET",
+                f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}/_view/{QUEUE_VIEW}",
+                params={"limit": "0", "reduce": "false"},
+            )
+        except CouchError as exc:
+            log.info("queue view still building", extra={"cause": exc.error})
+            return False
+        self._queue_view_ready = True
+        return True
+
+    async def _keep_building_queue_view(self, pause: float = 1.0) -> None:
+        while True:
+            if await self._build_queue_view():
+                break
+            await asyncio.sleep(pause)
+        log.info("queue view built: queue bounds apply", extra={"database": self.database})
+
+    async def queue_sizes(self, recipients: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """recipient → (messages, ciphertext bytes) it holds now; (0, 0) for none."""
+        result = await self.couch.request(
+            "POST",
+            f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}/_view/{QUEUE_VIEW}",
+            # Not waiting for the view to catch up (a first build over a large database
+            # takes minutes): the counts may lag by the writes since it last did, which
+            # CouchDB then indexes in the background.
+            params={"group": "true", "update": "lazy"},
+            json={"keys": list(recipients)},
+        )
+        sizes = dict.fromkeys(recipients, (0, 0))
+        for row in result.get("rows", []) if isinstance(result, dict) else []:
+            value = row.get("value") if isinstance(row, dict) else None
+            if isinstance(value, list) and len(value) == 2 and row.get("key") in sizes:
+                sizes[row["key"]] = (int(value[0]), int(value[1]))
+        return sizes
+
+    async def _over_bounds(self, messages: Sequence[Message]) -> dict[str, Stored]:
+        """The new messages that would take their recipient's queue over a bound, each
+        with its refusal; the batch's messages count in order. A message already stored
+        (or stored and deleted: a resend) is no new message: it stays a success."""
+        bounds = self.bounds
+        assert bounds is not None
+        sizes = await self.queue_sizes(sorted({m.recipientId for m in messages}))
+        over: dict[str, Stored] = {}
+        for message in messages:
+            count, size = sizes[message.recipientId]
+            count, size = count + 1, size + message.ciphertext_bytes
+            if count > bounds.messages or size > bounds.bytes:
+                which = "messages" if count > bounds.messages else "bytes"
+                limit = bounds.messages if which == "messages" else bounds.bytes
+                reason = f"the recipient's queue holds its most {which} ({limit})"
+                over[message.id] = Stored(message.id, False, QUEUE_FULL, reason)
+            else:
+                sizes[message.recipientId] = (count, size)
+        for recipient, (count, size) in sizes.items():
+            if bounds.fill(count, size) >= bounds.near:
+                self._near_bound.add(recipient)
+            else:
+                self._near_bound.discard(recipient)
+        self.metrics.near_bound.set(len(self._near_bound))
+        if over:
+            for known in await self._known_ids(list(over)):
+                over[known] = Stored(known, created=False)
+        refused = sum(result.error is not None for result in over.values())
+        if refused:
+            self.metrics.queue_full.inc(refused)
+            log.info("messages refused: queue full", extra={"count": refused})
+        return over
+
+    async def _known_ids(self, ids: list[str]) -> list[str]:
+        """The ids this database has a document (or a tombstone) for."""
+        result = await self.couch.request(
+            "POST", f"/{quote(self.database, safe='')}/_all_docs", json={"keys": ids}
+        )
+        rows = result.get("rows", []) if isinstance(result, dict) else []
+        return [
+            row["key"]
+            for row in rows
+            if isinstance(row, dict) and isinstance(row.get("value"), dict) and "key" in row
+        ]
+
+    async def _delete_again(self, ids: list[str], attempts: int = 3) -> None:
+        """Tombstone every leaf of messages a store revived; a leaf that replication
+        brought meanwhile (a Conflict) means reading the leaves again."""
+        for attempt in range(attempts):
+            try:
+                await self.couch.delete_all_leaves(self.database, ids)
+                return
+            except Conflict:
+                if attempt == attempts - 1:
+                    raise
 
     async def store_one(self, message: Message) -> Stored:
         """Store one message, in the same CouchDB write as others stored meanwhile."""
@@ -232,13 +429,116 @@ class MessageStore:
         await self.couch.tombstone(self.database, leaves)
         self.metrics.deleted.inc()
 
+    async def delete_many(
+        self, ids: Sequence[str], recipient: str | None, attempts: int = 3
+    ) -> dict[str, str]:
+        """Delete every live leaf of each message in one `_bulk_docs` of tombstones; only
+        messages whose every leaf is `recipient`'s (any message when None, the master).
+
+        Returns id → "deleted", "not_found" (no live revision), "forbidden" (a leaf is
+        another's) or "conflict" (a revision kept arriving over `attempts` rounds).
+        """
+        outcome: dict[str, str] = {}
+        pending = list(dict.fromkeys(ids))
+        for _ in range(attempts):
+            leaves = await self._live_leaves_of(pending)
+            tombstones: list[dict[str, Any]] = []
+            for message_id in pending:
+                docs = leaves.get(message_id, [])
+                if not docs:
+                    outcome[message_id] = "not_found"
+                elif recipient is not None and any(
+                    doc.get("recipientId") != recipient for doc in docs
+                ):
+                    outcome[message_id] = "forbidden"
+                else:
+                    tombstones += docs
+            if not tombstones:
+                return outcome
+            written = await self.couch.bulk_docs(
+                self.database,
+                [{"_id": d["_id"], "_rev": d["_rev"], "_deleted": True} for d in tombstones],
+            )
+            # A leaf written meanwhile (replication): read that message's leaves again.
+            failed = {str(result.get("id")) for result in written if "error" in result}
+            done = {doc["_id"] for doc in tombstones} - failed
+            outcome.update(dict.fromkeys(done, "deleted"))
+            self.metrics.deleted.inc(len(done))
+            pending = [message_id for message_id in pending if message_id in failed]
+            if not pending:
+                return outcome
+        outcome.update(dict.fromkeys(pending, "conflict"))
+        return outcome
+
+    async def _live_leaves_of(self, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """id → its live leaf revisions: one `_all_docs` read for all (winners and the
+        revisions of their conflicts), and `open_revs=all` for the few in conflict."""
+        result = await self.couch.request(
+            "POST",
+            f"/{quote(self.database, safe='')}/_all_docs",
+            params={"include_docs": "true", "conflicts": "true"},
+            json={"keys": ids},
+        )
+        rows = result.get("rows") if isinstance(result, dict) else None
+        if not isinstance(rows, list):
+            raise CouchError(502, "bad_response", "_all_docs answered without rows")
+        wanted = set(ids)
+        leaves: dict[str, list[dict[str, Any]]] = {}
+        in_conflict: list[str] = []
+        for row in rows:
+            doc = row.get("doc") if isinstance(row, dict) else None
+            # A missing or deleted winner: no live leaf (a live one would have won).
+            if not isinstance(doc, dict) or doc.get("_deleted") or doc.get("_id") not in wanted:
+                continue
+            if doc.get("_conflicts"):
+                in_conflict.append(doc["_id"])
+            else:
+                leaves[doc["_id"]] = [doc]
+        if in_conflict:
+            every = await asyncio.gather(*(self.live_leaves(doc_id) for doc_id in in_conflict))
+            leaves.update(zip(in_conflict, every, strict=True))
+        return leaves
+
     async def delete_expired(self, ids: list[str]) -> int:
         deleted = await self.couch.delete_all_leaves(self.database, ids)
         self.metrics.expired.inc(len(deleted))
         return len(deleted)
 
+    async def backfill_seq(self, batch: int, max_batches: int = 100) -> int:
+        """Give each message stored before the master set `seq` (an older release) the
+        `seq` timestamp * 1000, so the recipient index lists it; returns how many were
+        written. Every node writes the same body, so the same revision. Once a pass finds
+        none, later calls return 0 at once (a full scan: no index holds the missing)."""
+        if self._backfilled:
+            return 0
+        total = 0
+        for _ in range(max_batches):
+            result = await self.couch.find(
+                self.database,
+                {"selector": {"type": "message", "seq": {"$exists": False}}, "limit": batch},
+            )
+            found = result.get("docs") if isinstance(result, dict) else None
+            if not isinstance(found, list):
+                raise CouchError(502, "bad_response", "_find answered without a docs list")
+            docs = [
+                doc | {"seq": doc["timestamp"] * 1000}
+                for doc in found
+                if isinstance(doc, dict) and _position(doc | {"seq": doc.get("timestamp")})
+            ]
+            if docs:
+                written = await self.couch.bulk_docs(self.database, docs)
+                total += sum("error" not in result for result in written)
+            if len(found) < batch:
+                self._backfilled = True
+                break
+        if total:
+            log.info("gave older messages their seq", extra={"count": total})
+        return total
+
     async def sweep(self, now_ms: int, batch: int, max_batches: int = 100) -> int:
-        """Delete expired messages nobody read; returns how many."""
+        """Delete expired messages nobody read; returns how many. Messages of an older
+        release get their `seq` first (backfill_seq)."""
+        await self.backfill_seq(batch, max_batches)
         total = 0
         for _ in range(max_batches):
             result = await self.couch.find(
@@ -268,6 +568,7 @@ _MESSAGE_FIELDS: dict[str, type] = {
     "nonce": str,
     "timestamp": int,
     "expiresAt": int,
+    "seq": int,
 }
 
 
@@ -288,27 +589,27 @@ def is_listable(row: object, recipient: str) -> bool:
 
 
 def _position(row: object) -> Cursor | None:
-    """Where a row sits in the index (timestamp, id), or None when it has no such place."""
+    """Where a row sits in the index (seq, id), or None when it has no such place."""
     if not isinstance(row, dict):
         return None
-    timestamp, doc_id = row.get("timestamp"), row.get("_id")
-    if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not isinstance(doc_id, str):
+    seq, doc_id = row.get("seq"), row.get("_id")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not isinstance(doc_id, str):
         return None
-    if not 0 <= timestamp <= MAX_TIMESTAMP:
+    if not 0 <= seq <= MAX_SEQ:
         return None
-    return Cursor(timestamp, doc_id)
+    return Cursor(seq, doc_id)
 
 
 def recipient_query(recipient: str, position: Cursor | None, limit: int) -> dict[str, Any]:
     """The `_find` body for at most `limit` of the recipient's rows from `position` on, ties
-    included, in (timestamp, id) order, on the recipient-timestamp index."""
+    included, in (seq, id) order, on the recipient-seq index."""
     return {
         # Index fields and range operators only: pouchdb-server would otherwise filter
-        # every later row in memory. The upper bound leaves out timestamps that are not
+        # every later row in memory. The upper bound leaves out values that are not
         # numbers (Mango's collation puts them after every number).
         "selector": {
             "recipientId": recipient,
-            "timestamp": {"$gte": position.timestamp if position else 0, "$lte": MAX_TIMESTAMP},
+            "seq": {"$gte": position.seq if position else 0, "$lte": MAX_SEQ},
         },
         "sort": RECIPIENT_SORT,
         "use_index": RECIPIENT_INDEX.use_index,

@@ -13,10 +13,16 @@ from kuno.common.messages import Message, canonical_uuid, from_document
 from kuno.common.web import PayloadTooLarge, authenticate, fail, read_json_object
 from kuno.standard import keys, validation
 from kuno.standard.mesh import health_links, links_failing
-from kuno.standard.store import Cursor
+from kuno.standard.store import QUEUE_FULL, Cursor
 from kuno.standard.validation import query_int, query_value
 
 routes = web.RouteTableDef()
+
+
+class InsufficientStorage(web.HTTPError):
+    """507: the recipient's queue is at its bound (RFC 4918 §11.5)."""
+
+    status_code = 507
 
 
 def now_ms() -> int:
@@ -26,12 +32,14 @@ def now_ms() -> int:
 @routes.post("/messages")
 async def store_message(request: web.Request) -> web.Response:
     """One message, in the same CouchDB write as others stored meanwhile: 201 stored, 200
-    already stored."""
+    already stored, 507 `queue_full` when its recipient's queue is at a bound."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
     body = await read_json_object(request, settings.max_message_body)
     message = _validate(body, settings.max_ciphertext_bytes)
     result = await request.app[keys.STORE].store_one(message)
+    if result.error == QUEUE_FULL:
+        fail(InsufficientStorage, QUEUE_FULL, result.reason or "the recipient's queue is full")
     if result.error is not None:
         raise couch.CouchError(502, result.error, "CouchDB refused the message")
     return web.json_response(result.as_json(), status=201 if result.created else 200)
@@ -42,7 +50,9 @@ async def store_messages(request: web.Request) -> web.Response:
     """`{"messages": [...]}` in one CouchDB write; every message is checked first and one
     bad message refuses the whole batch (400/413, nothing stored). 200 with one result per
     message, in order: `{"id", "stored": true, "created": bool}`, or
-    `{"id", "stored": false, "error"}` when CouchDB refused that document."""
+    `{"id", "stored": false, "error"}` when CouchDB refused that document, or `{"id",
+    "stored": false, "error": "queue_full", "reason"}` when its recipient's queue is at a
+    bound."""
     settings = request.app[keys.SETTINGS]
     _require_master(request)
     body = await read_json_object(request, settings.max_batch_body)
@@ -136,6 +146,36 @@ async def delete_message(request: web.Request) -> web.Response:
             continue  # a revision arrived meanwhile (replication): read the leaves again
         return web.json_response({"id": message_id, "deleted": True})
     fail(web.HTTPConflict, "conflict", "the message kept changing; try again")
+
+
+@routes.post("/messages/delete")
+async def delete_messages(request: web.Request) -> web.Response:
+    """`{"ids": [...]}` (1..max_page_limit canonical UUIDs): every revision of each of the
+    caller's messages, in one CouchDB write. 200 `{"results": [{"id", "deleted": true} |
+    {"id", "deleted": false, "error": "not_found" | "forbidden" | "conflict"}]}`, one per
+    distinct id in order; 400 for a bad body or id, 413 over the limit."""
+    identity = authenticate(request, request.app[keys.VERIFIER])
+    settings = request.app[keys.SETTINGS]
+    body = await read_json_object(request, settings.max_page_limit * 64 + 1024)
+    ids = body.get("ids")
+    if set(body) != {"ids"} or not isinstance(ids, list) or not ids:
+        fail(web.HTTPBadRequest, "invalid_batch", 'the body must be {"ids": [...]}, not empty')
+    if len(ids) > settings.max_page_limit:
+        fail(PayloadTooLarge, "too_large", f"over {settings.max_page_limit} ids")
+    for index, message_id in enumerate(ids):
+        try:
+            canonical_uuid(message_id if isinstance(message_id, str) else "")
+        except ValueError as exc:
+            fail(web.HTTPBadRequest, "invalid_id", f"ids[{index}]: {exc}")
+    recipient = None if identity.is_master else identity.subject
+    outcome = await request.app[keys.STORE].delete_many(ids, recipient)
+    results = [
+        {"id": message_id, "deleted": True}
+        if outcome[message_id] == "deleted"
+        else {"id": message_id, "deleted": False, "error": outcome[message_id]}
+        for message_id in dict.fromkeys(ids)
+    ]
+    return web.json_response({"results": results})
 
 
 def _path_user_id(request: web.Request) -> str:

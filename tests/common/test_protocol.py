@@ -24,7 +24,17 @@ from kuno.common.protocol import (
     serialise,
 )
 
-EVERY_FRAME_TYPE = {"auth", "send", "received", "ready", "message", "ack", "error"}
+EVERY_FRAME_TYPE = {
+    "auth",
+    "send",
+    "received",
+    "refresh",
+    "ready",
+    "message",
+    "ack",
+    "refreshed",
+    "error",
+}
 
 
 def frame_types(schema: dict, group: str) -> set[str]:
@@ -35,20 +45,20 @@ def frame_types(schema: dict, group: str) -> set[str]:
 
 def test_the_schema_lists_every_frame_type_on_its_side() -> None:
     schema = json_schema()
-    assert frame_types(schema, "ClientFrame") == {"auth", "send", "received"}
-    assert frame_types(schema, "ServerFrame") == {"ready", "message", "ack", "error"}
+    assert frame_types(schema, "ClientFrame") == {"auth", "send", "received", "refresh"}
+    assert frame_types(schema, "ServerFrame") == {"ready", "message", "ack", "refreshed", "error"}
     assert frame_types(schema, "ClientFrame") | frame_types(schema, "ServerFrame") == (
         EVERY_FRAME_TYPE
     )
     mapping = schema["$defs"]["ServerFrame"]["discriminator"]["mapping"]
-    assert set(mapping) == {"ready", "message", "ack", "error"}
+    assert set(mapping) == {"ready", "message", "ack", "refreshed", "error"}
 
 
 def test_the_schema_uses_the_wire_names() -> None:
     schema = json_schema()
     message = schema["$defs"]["MessageFrame"]
     assert "from" in message["properties"] and "sender" not in message["properties"]
-    assert set(message["required"]) >= {"from", "id", "ciphertext", "nonce", "timestamp"}
+    assert set(message["required"]) >= {"from", "id", "ciphertext", "nonce", "timestamp", "seq"}
 
 
 def test_python_m_prints_the_schema() -> None:
@@ -84,7 +94,7 @@ def test_server_frames_serialise_to_the_wire_format() -> None:
         "reason": "no",
     }
     pushed = MessageFrame(
-        id=message_id, sender="alice", ciphertext="YQ==", nonce="Yg==", timestamp=5
+        id=message_id, sender="alice", ciphertext="YQ==", nonce="Yg==", timestamp=5, seq=5001
     )
     assert json.loads(serialise(pushed)) == {
         "type": "message",
@@ -93,6 +103,7 @@ def test_server_frames_serialise_to_the_wire_format() -> None:
         "ciphertext": "YQ==",
         "nonce": "Yg==",
         "timestamp": 5,
+        "seq": 5001,
     }
 
 
@@ -103,7 +114,7 @@ def test_what_the_master_serialises_the_client_parses_back(frame: type) -> None:
         AckFrame: AckFrame(id=message_id, delivered=True, stored=1, nodes=1),
         ErrorFrame: ErrorFrame(id=message_id, reason="why"),
         MessageFrame: MessageFrame(
-            id=message_id, sender="alice", ciphertext="YQ==", nonce="Yg==", timestamp=1
+            id=message_id, sender="alice", ciphertext="YQ==", nonce="Yg==", timestamp=1, seq=1000
         ),
     }[frame]
     assert parse_frame(serialise(built), SERVER_FRAMES) == built
@@ -124,10 +135,10 @@ def test_a_send_frame_is_read_with_its_recipient_as_user_id() -> None:
         ("{", "the frame is not JSON"),
         (b"\xff", "the frame is not valid UTF-8"),
         ("[]", "the frame must be a JSON object"),
-        ('{"type": "ack", "id": "x"}', "type must be send or received"),
+        ('{"type": "ack", "id": "x"}', "type must be send, received or refresh"),
         # An unhashable type is a bad frame like any other, not an internal error.
-        ('{"type": ["send"]}', "type must be send or received"),
-        ('{"type": {"a": 1}}', "type must be send or received"),
+        ('{"type": ["send"]}', "type must be send, received or refresh"),
+        ('{"type": {"a": 1}}', "type must be send, received or refresh"),
         ('{"type": "received", "id": "x"}', "id: id must be a UUID"),
     ],
 )

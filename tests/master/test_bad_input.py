@@ -312,7 +312,7 @@ async def assert_still_open(ws: aiohttp.ClientWebSocketResponse) -> None:
     """A marker frame gets its error frame: the socket is open and answers in order."""
     marker = {"type": "marker", "id": str(uuid.uuid4())}
     await ws.send_json(marker)
-    assert (await answer_to(ws, marker))["reason"] == "type must be send or received"
+    assert (await answer_to(ws, marker))["reason"] == "type must be send, received or refresh"
 
 
 @pytest.fixture

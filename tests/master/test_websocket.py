@@ -55,6 +55,7 @@ async def test_without_storage_an_online_recipient_gets_the_message_and_the_ack_
     await alice_ws.send_json(frame)
     pushed = await bob_ws.receive_json(timeout=5)
     assert pushed.pop("timestamp") > 0
+    assert pushed.pop("seq") > 0
     assert pushed == {
         "type": "message",
         "id": frame["id"],

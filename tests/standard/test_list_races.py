@@ -59,7 +59,9 @@ async def test_listings_racing_deletes_never_fail_and_skip_only_deleted_messages
         the next kept message must be on it, and nothing deleted before the read began."""
         gone = set(deleted)
         before = bodies[index]
-        listed = await page(KEPT_EVERY + 1, Cursor(before["timestamp"], before["id"]).encode())
+        # A body without `seq` is placed by its timestamp (ms * 1000).
+        cursor = Cursor(before["timestamp"] * 1000, before["id"])
+        listed = await page(KEPT_EVERY + 1, cursor.encode())
         if listed is not None:
             ids = [message["id"] for message in listed["messages"]]
             assert not set(ids) & gone, "a deleted message was listed"

@@ -12,14 +12,14 @@ import pytest
 from kuno.common.messages import Message
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from tests.standard.conftest import bearer
-from tests.support.messages import DAY_MS, message_body
+from tests.support.messages import DAY_MS, message_body, now_ms
 from tests.support.pouchdb import http_json
 
 
 async def test_a_new_message_is_stored_as_exactly_the_body_given(
     node, couchdb, database, master_token
 ):
-    body = message_body()
+    body = message_body(seq=now_ms() * 1000 + 7)  # the master's order of acceptance
     response = await node.post("/messages", json=body, headers=bearer(master_token))
     assert response.status == 201
     assert await response.json() == {"id": body["id"], "stored": True, "created": True}
@@ -232,6 +232,7 @@ def test_the_document_has_no_node_specific_field():
         "nonce",
         "timestamp",
         "expiresAt",
+        "seq",
     }
 
 

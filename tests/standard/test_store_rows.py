@@ -2,7 +2,7 @@
 skipped and paging goes on past them (issue 11 item 4).
 
 The rows come from a fake of `CouchClient.find` that answers like a Mango index on
-["recipientId", "timestamp"] (rows in (timestamp, id) order, null where the document went
+["recipientId", "seq"] (rows in (seq, id) order, null where the document went
 away): a unit test of the store's row handling, next to the real races in
 test_list_races.py.
 """
@@ -19,8 +19,9 @@ from tests.support.messages import message_body, now_ms
 
 
 def document(at: int, doc_id: str, recipient: str = "bob", **changes: Any) -> dict:
-    """A stored message document at `at` ms; a change to `...` removes that field."""
-    body = message_body(recipient, timestamp=at)
+    """A stored message document at `at` ms, in place `at` of the order (`seq`); a change
+    to `...` removes that field."""
+    body = message_body(recipient, timestamp=at, seq=at)
     body.pop("id")
     doc = {"_id": doc_id, "_rev": "1-a", "type": "message", **body}
     doc.update(changes)
@@ -28,7 +29,7 @@ def document(at: int, doc_id: str, recipient: str = "bob", **changes: Any) -> di
 
 
 class FakeIndex:
-    """`find` over (timestamp, id, row) entries: the selector's timestamp range and limit,
+    """`find` over (seq, id, row) entries: the selector's seq range and limit,
     rows as given (None for a document deleted between index and read)."""
 
     def __init__(self, entries: list[tuple[int, str, Any]]) -> None:
@@ -38,7 +39,7 @@ class FakeIndex:
 
     async def find(self, _db: str, query: dict) -> dict:
         self.finds += 1
-        low = query["selector"]["timestamp"]["$gte"]
+        low = query["selector"]["seq"]["$gte"]
         chosen = [entry for entry in self.entries if entry[0] >= low]
         chosen = chosen[query.get("skip", 0) :][: query["limit"]]
         # A null row is a document deleted meanwhile: the next read no longer finds it.
@@ -80,6 +81,8 @@ UNLISTABLE = {
     "a number as nonce": lambda t, i: document(t, i, nonce=7),
     "a timestamp as text": lambda t, i: document(t, i, timestamp=str(t)),
     "a float timestamp": lambda t, i: document(t, i, timestamp=t + 0.5),
+    "no seq": lambda t, i: document(t, i, seq=...),
+    "a seq as text": lambda t, i: document(t, i, seq=str(t)),
     "a boolean expiresAt": lambda t, i: document(t, i, expiresAt=True),
     "a float expiresAt": lambda t, i: document(t, i, expiresAt=1.5e12),
     "a list": lambda t, i: ["not", "a", "document"],
