@@ -1,10 +1,10 @@
 """kuno's CouchDB schema, read from its one definition (schema.json beside this module).
 
 The deployment owns the schema: the couchdb role applies this very file (databases,
-their `_security`, the Mango indexes) before any replication starts, and the tests apply
-it with tests/support/schema.py. The services never create any of it: at start they
-`check` that what they need exists, and until it does they are not ready (docs/ARCHITECTURE.md,
-"Who owns the schema").
+their `_security`, the Mango indexes, the design documents of map/reduce views) before
+any replication starts, and the tests apply it with tests/support/schema.py. The
+services never create any of it: at start they `check` that what they need exists, and
+until it does they are not ready (docs/ARCHITECTURE.md, "Who owns the schema").
 """
 
 from __future__ import annotations
@@ -58,15 +58,50 @@ class Index:
 
 
 @dataclass(frozen=True)
+class Design:
+    """A design document `_design/{ddoc}` of map/reduce `views`: view name →
+    `{"map": JavaScript source, "reduce": a built-in such as "_sum"}`, in `language`."""
+
+    ddoc: str
+    language: str
+    views: dict[str, dict[str, str]]
+
+    @property
+    def name(self) -> str:
+        return self.ddoc
+
+    @property
+    def id(self) -> str:
+        """The document id, `_design/{ddoc}`."""
+        return DESIGN_PREFIX + self.ddoc
+
+    def document(self) -> dict[str, Any]:
+        """The body of `PUT /{db}/_design/{ddoc}` (without `_rev`) that writes it."""
+        return {"language": self.language, "views": self.views}
+
+    def matches(self, current: Any) -> bool:
+        """Whether `current` (a `GET` of the design document) has this language and views."""
+        return isinstance(current, dict) and all(
+            current.get(key) == value for key, value in self.document().items()
+        )
+
+
+@dataclass(frozen=True)
 class Database:
-    """One database of the schema, by its deployed `name`, with its indexes."""
+    """One database of the schema, by its deployed `name`, with its indexes and design
+    documents."""
 
     name: str
     indexes: tuple[Index, ...]
+    designs: tuple[Design, ...] = ()
 
     def index(self, name: str) -> Index:
         """The index called `name`; KeyError when the schema has none."""
         return _named(self.indexes, name, f"the schema's {self.name} database has no index")
+
+    def design(self, ddoc: str) -> Design:
+        """The design document `_design/{ddoc}`; KeyError when the schema has none."""
+        return _named(self.designs, ddoc, f"the schema's {self.name} database has no design")
 
 
 @dataclass(frozen=True)
@@ -99,6 +134,7 @@ def load(text: str | None = None) -> Schema:
             Database(
                 db["name"],
                 tuple(Index(i["ddoc"], i["name"], tuple(i["fields"])) for i in db["indexes"]),
+                tuple(Design(d["ddoc"], d["language"], d["views"]) for d in db.get("designs", [])),
             )
             for db in raw["databases"]
         ),
@@ -114,21 +150,38 @@ async def missing(client: CouchClient, database: Database, name: str | None = No
     """What of `database` the server lacks, stored under `name` (a service's configured
     name; default the deployed one): `[]` when all is there, else each part missing, e.g.
     `["database messages", "index recipient-seq-index of messages", ...]` or
-    `["index expires-at-index of messages"]`. An index of the schema's name with other
-    fields counts as missing.
+    `["index expires-at-index of messages", "design _design/queues of messages"]`. An
+    index of the schema's name with other fields, or a design document with other views
+    or language, counts as missing.
 
-    Reads only (`GET /{db}`, `GET /{db}/_index`). Raises the CouchError of any other
-    answer (unreachable, 401/403 for credentials that are no admin's).
+    Reads only (`GET /{db}`, `GET /{db}/_index`, `GET /{db}/_design/{ddoc}`). Raises the
+    CouchError of any other answer (unreachable, 401/403 for credentials that are no
+    admin's).
     """
     name = name or database.name
     path = "/" + quote(name, safe="")
     indexes = [f"index {index.name} of {name}" for index in database.indexes]
+    designs = [f"design {design.id} of {name}" for design in database.designs]
     try:
         await client.request("GET", path)
     except NotFound:
-        return [f"database {name}", *indexes]
-    if not database.indexes:
-        return []
+        return [f"database {name}", *indexes, *designs]
+    lacking = await _missing_indexes(client, database, path, indexes) if indexes else []
+    for design, line in zip(database.designs, designs, strict=True):
+        try:
+            current = await client.request(
+                "GET", f"{path}/{DESIGN_PREFIX}{quote(design.ddoc, safe='')}"
+            )
+        except NotFound:
+            current = None
+        if not design.matches(current):
+            lacking.append(line)
+    return lacking
+
+
+async def _missing_indexes(
+    client: CouchClient, database: Database, path: str, indexes: list[str]
+) -> list[str]:
     listing = await client.request("GET", path + "/_index")
     present = {
         (str(i.get("ddoc")), str(i.get("name")), _field_names(i))

@@ -307,12 +307,23 @@ async def read_json_object(request: web.Request, max_bytes: int | None = None) -
     """The request body as a JSON object, or 400/413/415 with the contract's JSON error.
 
     The body must be `application/json` in UTF-8 (RFC 8259; a `charset` other than UTF-8
-    is 415). At most `max_bytes` (else the app's client_max_size): a body that says it is
-    longer is refused before it is read, one sent in chunks as soon as it passes the limit.
+    is 415, and so is a Content-Type header that cannot be parsed). At most `max_bytes`
+    (else the app's client_max_size): a body that says it is longer is refused before it
+    is read, one sent in chunks as soon as it passes the limit.
     """
-    if request.content_type != "application/json":
+    try:
+        content_type = request.content_type
+        charset: object = request.charset  # a tuple for an RFC 2231 `charset*=` parameter
+    except Exception:
+        # aiohttp parses the header with the stdlib's email package, which is not total:
+        # `application/json;0*` raises IndexError, other malformed parameters other errors.
+        fail(
+            web.HTTPUnsupportedMediaType,
+            "unsupported_media_type",
+            "the Content-Type header is malformed: send application/json",
+        )
+    if content_type != "application/json":
         fail(web.HTTPUnsupportedMediaType, "unsupported_media_type", "send application/json")
-    charset: object = request.charset  # a tuple for an RFC 2231 `charset*=` parameter
     if charset is not None and (
         not isinstance(charset, str) or charset.strip().lower() not in ("utf-8", "utf8")
     ):

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kuno.common import schema
 from kuno.common.batching import NaturalBatcher
-from kuno.common.couch import Conflict, CouchClient, CouchError, NotFound
+from kuno.common.couch import Conflict, CouchClient, CouchError
 from kuno.common.messages import MAX_SEQ, Message
 from kuno.standard.validation import ascii_int
 
@@ -28,20 +28,11 @@ EXPIRY_INDEX = schema.MESSAGES.index("expires-at-index")
 # pouchdb-server needs the sort to name every indexed field, CouchDB accepts it too.
 RECIPIENT_SORT = RECIPIENT_INDEX.sort
 QUEUE_FULL = "queue_full"
-# One row per recipient: [messages, ciphertext bytes] of the live messages it holds (a
-# deleted document leaves every view). Bytes are the base64 length's 3/4: within 2 bytes.
-QUEUE_DESIGN = "_design/queues"
+# The schema's queue view: one row per recipient, [messages, ciphertext bytes] of the live
+# messages it holds (a deleted document leaves every view). Bytes are the base64 length's
+# 3/4: within 2 bytes.
+QUEUE_DESIGN = schema.MESSAGES.design("queues").id
 QUEUE_VIEW = "size"
-QUEUE_MAP = """function (doc) {
-  if (doc.type === "message" && typeof doc.recipientId === "string"
-      && typeof doc.ciphertext === "string") {
-    emit(doc.recipientId, [1, Math.floor(doc.ciphertext.length * 3 / 4)]);
-  }
-}"""
-QUEUE_DESIGN_DOC = {
-    "language": "javascript",
-    "views": {QUEUE_VIEW: {"map": QUEUE_MAP, "reduce": "_sum"}},
-}
 # Rounds of _find per page when expired, already-seen or vanished rows fill a batch.
 MAX_ROUNDS_PER_PAGE = 10
 # A round that could not move on (rows of one millisecond already seen, rows deleted
@@ -177,8 +168,8 @@ class MessageStore:
     async def check_schema(self) -> list[str]:
         """What of the schema's `messages` database (under this store's name) CouchDB
         lacks, as kuno.common.schema.missing says; `[]` once all is there. Creates nothing
-        of the schema: the deployment owns it. Once it is all there: the queue view (see
-        _ensure_queue_view) and the seq of older messages (backfill_seq). Raises CouchError
+        of the schema: the deployment owns it. Once it is all there: the queue view built (see
+        _build_queue_view) and the seq of older messages (backfill_seq). Raises CouchError
         when CouchDB does not answer."""
         self.missing = await schema.missing(self.couch, schema.MESSAGES, self.database)
         if not self.missing:
@@ -190,30 +181,9 @@ class MessageStore:
     async def _prepare_bounds(self) -> None:
         if self.bounds is None or self._queue_view_ready or self._warming is not None:
             return
-        try:
-            await self._ensure_queue_view()
-        except CouchError as exc:
-            # Without the view the node stores unbounded, rather than not at all.
-            log.warning("queue view not written: no queue bounds", extra={"cause": exc.error})
-            return
         # At once on a small database; a large one's build goes on in the background.
         if not await self._build_queue_view():
             self._warming = asyncio.create_task(self._keep_building_queue_view())
-
-    async def _ensure_queue_view(self) -> None:
-        """Write the design document of the queue view when it differs. The node's own,
-        not the schema's: schema.json holds Mango indexes only."""
-        path = f"/{quote(self.database, safe='')}/{QUEUE_DESIGN}"
-        try:
-            current = await self.couch.request("GET", path)
-        except NotFound:
-            current = {}
-        if {k: current.get(k) for k in QUEUE_DESIGN_DOC} != QUEUE_DESIGN_DOC:
-            rev = {"_rev": current["_rev"]} if "_rev" in current else {}
-            try:
-                await self.couch.request("PUT", path, json=QUEUE_DESIGN_DOC | rev)
-            except Conflict:
-                log.info("queue view written meanwhile", extra={"database": self.database})
 
     async def store(self, messages: Sequence[Message]) -> list[Stored]:
         """Store the messages in one _bulk_docs; one result each, in order.

@@ -99,6 +99,27 @@ async def test_a_charset_other_than_utf8_is_415(
     assert "UTF-8" in error["reason"]
 
 
+@pytest.mark.parametrize("route", ["/api/register", "/api/login"])
+@pytest.mark.parametrize(
+    "content_type",
+    # Parameters the stdlib's email parser (aiohttp's Content-Type parser) raises on.
+    [
+        "application/json;0*",
+        "application/json; charset*",
+        "application/json;charset=utf-8;0*",
+        "application/json; name*0*",
+    ],
+)
+async def test_a_malformed_content_type_is_415(
+    master: TestClient, couchdb: PouchServer, database: str, route: str, content_type: str
+) -> None:
+    body = json.dumps({"username": "alice", "password": PASSWORD, "publicKey": b64(32)})
+    response = await master.post(route, data=body.encode(), headers={"Content-Type": content_type})
+    error = await assert_json_error(response, 415)
+    assert error["error"] == "unsupported_media_type"
+    assert accounts(couchdb, database) == 0
+
+
 async def test_charset_utf8_is_accepted(master: TestClient) -> None:
     body = {"username": "alice", "password": PASSWORD, "publicKey": b64(32)}
     headers = {"Content-Type": "application/json; charset=UTF-8"}

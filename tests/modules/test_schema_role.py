@@ -52,6 +52,7 @@ def test_the_couchdb_role_applies_the_schema_the_services_check(
         for line in [
             f"database {database.name}",
             *(f"index {index.name} of {database.name}" for index in database.indexes),
+            *(f"design {design.id} of {database.name}" for design in database.designs),
         ]
     ]
 
@@ -64,6 +65,13 @@ def test_the_couchdb_role_applies_the_schema_the_services_check(
         for database in SCHEMA.databases
         for index in database.indexes
     ]
+    designs = run[f"{COUCHDB_ROLE} : Create the design documents"]["results"]
+    assert [(r["item"][0]["name"], r["item"][1]["ddoc"], r["changed"]) for r in designs] == [
+        (database.name, design.ddoc, True)
+        for database in SCHEMA.databases
+        for design in database.designs
+    ]
+    assert designs, "the schema has design documents"
     assert services_find_missing(private_couchdb) == everything
 
     run = ansible.run([schema_task(private_couchdb)])

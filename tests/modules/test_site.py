@@ -16,6 +16,7 @@ from tests.support.pouchdb import PouchServer, http_json, wait_until
 
 MODULES = [
     "couchdb_database",
+    "couchdb_design",
     "couchdb_index",
     "couchdb_replication",
     "couchdb_replication_info",

@@ -13,7 +13,11 @@ from tests.support.schema import apply_schema, health_once_ready
 
 
 def every_part(database: str) -> list[str]:
-    return [f"database {database}"] + [f"index {i.name} of {database}" for i in MESSAGES.indexes]
+    return [
+        f"database {database}",
+        *(f"index {i.name} of {database}" for i in MESSAGES.indexes),
+        *(f"design {d.id} of {database}" for d in MESSAGES.designs),
+    ]
 
 
 async def test_a_node_without_the_schema_is_not_ready_names_it_and_is_ready_once_applied(
@@ -73,3 +77,32 @@ async def test_an_index_of_the_schemas_name_with_other_fields_counts_as_missing(
     response = await node.get("/health")
     assert response.status == 503
     assert (await response.json())["missing"] == [f"index {recipient.name} of {database}"]
+
+
+async def test_the_queue_view_is_the_schemas_checked_never_written_by_the_node(
+    start_node, couchdb, database
+):
+    apply_schema(couchdb.url, messages=database)
+    [queues] = MESSAGES.designs
+    url = f"{couchdb.db_url(database)}/{queues.id}"
+    status, current = http_json("GET", url)
+    assert status == 200 and queues.matches(current)
+    assert http_json("DELETE", f"{url}?rev={current['_rev']}")[0] == 200
+
+    node = await start_node(couchdb, schema=False)
+
+    response = await node.get("/health")
+    assert response.status == 503
+    assert (await response.json())["missing"] == [f"design {queues.id} of {database}"]
+    assert http_json("GET", url)[0] == 404
+
+    # Other views under the schema's name count as missing too.
+    other = {"language": "javascript", "views": {"size": {"map": "function (doc) {}"}}}
+    assert http_json("PUT", url, other)[0] == 201
+    node = await start_node(couchdb, schema=False)
+    response = await node.get("/health")
+    assert (await response.json())["missing"] == [f"design {queues.id} of {database}"]
+    assert http_json("GET", url)[1]["views"] == other["views"]
+
+    apply_schema(couchdb.url, messages=database)
+    assert (await health_once_ready(node))["status"] == "ok"

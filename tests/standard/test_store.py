@@ -140,6 +140,28 @@ async def test_a_body_that_is_not_a_json_object_is_refused(
     assert couchdb.all_ids(database) == set()
 
 
+# Parameters the stdlib's email parser (aiohttp's Content-Type parser) raises on.
+MALFORMED_CONTENT_TYPES = [
+    "application/json;0*",
+    "application/json; charset*",
+    "application/json;charset=utf-8;0*",
+    "application/json; name*0*",
+]
+
+
+@pytest.mark.parametrize("route", ["/messages", "/messages/batch"])
+@pytest.mark.parametrize("content_type", MALFORMED_CONTENT_TYPES)
+async def test_a_malformed_content_type_is_a_415_json_error(
+    node, couchdb, database, master_token, route, content_type
+):
+    headers = {**bearer(master_token), "Content-Type": content_type}
+    body = message_body() if route == "/messages" else {"messages": [message_body()]}
+    response = await node.post(route, data=json.dumps(body).encode(), headers=headers)
+    assert response.status == 415, await response.text()
+    assert (await response.json())["error"] == "unsupported_media_type"
+    assert couchdb.all_ids(database) == set()
+
+
 async def test_a_ciphertext_over_the_configured_cap_is_refused_with_413(
     start_node, couchdb, database, master_token
 ):

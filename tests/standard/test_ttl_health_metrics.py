@@ -177,11 +177,16 @@ async def test_health_reads_couchdb_3_scheduler_states_and_reports_a_crashing_on
         ]
         return web.json_response({"total_rows": 1 + len(listed), "indexes": [special, *listed]})
 
+    async def design(request):
+        ddoc = MESSAGES.design(request.match_info["ddoc"])
+        return web.json_response({"_id": ddoc.id, "_rev": "1-a", **ddoc.document()})
+
     app = web.Application()
     app.router.add_get("/", welcome)
     app.router.add_get("/_scheduler/docs", scheduler_docs)
     app.router.add_get("/{db}", database)
     app.router.add_get("/{db}/_index", indexes)
+    app.router.add_get("/{db}/_design/{ddoc}", design)
     fake = await aiohttp_server(app)
 
     class Server:  # what start_node needs of a server
