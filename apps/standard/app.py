@@ -14,6 +14,7 @@ from kuno.common.tokens import TokenVerifier, load_public_key
 from kuno.common.web import client_session, retry_until_ready, service_app
 from kuno.standard import keys
 from kuno.standard.config import StandardSettings
+from kuno.standard.filesystem import FilesystemCollector
 from kuno.standard.links import expected_links
 from kuno.standard.mesh import MeshMonitor, register_metrics
 from kuno.standard.store import MessageStore, QueueBounds, StoreMetrics
@@ -67,6 +68,7 @@ async def _couchdb(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.couchdb_timeout,
         )
         register_metrics(app[keys.REGISTRY], app[keys.MESH], settings.replication_watchdog)
+        app[keys.REGISTRY].register(FilesystemCollector(settings.filesystem_path))
         app[keys.STORE] = MessageStore(
             client,
             settings.database,

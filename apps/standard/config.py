@@ -67,6 +67,8 @@ class StandardSettings(ServiceSettings):
     replication_stall_seconds: float = Field(default=120.0, gt=0)
     #: Restart stalled links (false: only report them).
     replication_watchdog: bool = True
+    # The filesystem whose free bytes /metrics exports (kuno_filesystem_*; KunoDiskFreeLow).
+    filesystem_path: str = Field(default="/", min_length=1)
 
     @field_validator("peers")
     @classmethod

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from kuno.common.schema import MESSAGES
 from tests.standard.conftest import bearer
@@ -115,6 +117,20 @@ async def test_metrics_count_requests_by_route_and_stored_messages(node, master_
     )
     # Labels name routes, never users.
     assert "bob" not in text
+
+
+async def test_metrics_give_the_free_and_total_bytes_of_the_nodes_filesystem(node):
+    """KunoDiskFreeLow (roles/monitoring) reads these two; statvfs of KUNO_FILESYSTEM_PATH."""
+    text = await (await node.get("/metrics")).text()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    stat = os.statvfs("/")
+    (avail,) = families["kuno_filesystem_avail_bytes"].samples
+    (size,) = families["kuno_filesystem_size_bytes"].samples
+    assert avail.labels == size.labels == {"mountpoint": "/"}
+    assert size.value == stat.f_blocks * stat.f_frsize
+    assert 0 < avail.value <= size.value
+    # Free space moves between the two reads; within 1 GiB is the same filesystem.
+    assert abs(avail.value - stat.f_bavail * stat.f_frsize) < 1 << 30
 
 
 async def test_unknown_routes_and_methods_get_json_errors(node):
