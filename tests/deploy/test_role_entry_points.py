@@ -175,3 +175,20 @@ def test_container_names_are_written_in_one_place() -> None:
         if WRITTEN_OUT_NAME.search(line) and "volume" not in line
     ]
     assert found == []
+
+
+SET_FILTER = re.compile(r"\|\s*(difference|union|intersect|symmetric_difference)\b")
+
+
+def test_no_value_takes_a_set_filters_order() -> None:
+    """Ansible's set filters return a set's order, which changes between runs (hash
+    randomisation): a list that reaches a container's environment or a file would then
+    differ on a re-run, and deploy.yml would not report changed=0."""
+    files = [*PLAYBOOKS, *(p for p in ROLES.rglob("*") if p.suffix in (".yml", ".j2"))]
+    found = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in files
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if SET_FILTER.search(line)
+    ]
+    assert found == []
