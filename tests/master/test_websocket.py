@@ -52,6 +52,11 @@ async def alice_sends_to_bob(
     return bob_ws, alice_ws, frame
 
 
+def error_frame(frame: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The error frame that answers `frame` for `reason`."""
+    return {"type": "error", "id": frame["id"], "reason": reason}
+
+
 def _subject(token: str) -> str:
     import jwt
 
@@ -163,11 +168,7 @@ async def test_an_unknown_recipient_gets_an_error_frame(master: TestClient) -> N
     ws = await connect(master, await register(master, "alice"))
     frame = send_frame("nobody")
     await ws.send_json(frame)
-    assert await ws.receive_json(timeout=5) == {
-        "type": "error",
-        "id": frame["id"],
-        "reason": "unknown recipient nobody",
-    }
+    assert await ws.receive_json(timeout=5) == error_frame(frame, "unknown recipient nobody")
 
 
 async def test_an_oversized_frame_closes_the_socket_with_1009(start_master: MasterFactory) -> None:
@@ -246,11 +247,9 @@ async def test_with_couchdb_down_a_new_recipient_is_an_error_frame_and_known_one
     private_couchdb.stop()
     frame = send_frame("carol")
     await ws.send_json(frame)
-    assert await ws.receive_json(timeout=10) == {
-        "type": "error",
-        "id": frame["id"],
-        "reason": "the account store is unreachable; resend later",
-    }
+    assert await ws.receive_json(timeout=10) == error_frame(
+        frame, "the account store is unreachable; resend later"
+    )
     frame = send_frame("bob")
     await ws.send_json(frame)
     assert (await ws.receive_json(timeout=10))["type"] == "ack"
