@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.modules.helpers import Ansible
+from tests.modules.helpers import Ansible, delete_twice
 from tests.support.pouchdb import PouchServer, http_json
 
 FIELDS = ["recipientId", "timestamp"]
@@ -84,16 +84,7 @@ def test_index_lifecycle(ansible: Ansible, one: PouchServer, name: str):
     assert run["delete, check mode"]["changed"] is True
     assert indexes(one, name) == {key: {"fields": [{"recipientId": "asc"}]}}
 
-    run = ansible.run(
-        [
-            index_task("delete", one, name, state="absent"),
-            index_task("delete again", one, name, state="absent"),
-        ]
-    )
-
-    assert run.returncode == 0, run.output
-    assert run["delete"]["changed"] is True
-    assert run["delete again"]["changed"] is False
+    delete_twice(ansible, index_task, one, name)
     assert indexes(one, name) == {}
 
 
