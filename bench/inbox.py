@@ -38,7 +38,7 @@ from kuno.common.messages import MAX_SEQ
 from kuno.common.tokens import STORE_SCOPE, TokenSigner, generate_key_pair, load_private_key
 from kuno.master.routing import SendOrder
 from kuno.standard.store import RECIPIENT_INDEX, RECIPIENT_SORT
-from tests.support.messages import DAY_MS, now_ms
+from tests.support.messages import sealed_bodies
 from tests.support.pouchdb import PouchServer
 from tests.support.schema import apply_schema
 
@@ -55,26 +55,6 @@ async def store(
             chunk = {"messages": bodies[start : start + STORE_BATCH]}
             async with session.post(f"{url}/messages/batch", json=chunk, headers=headers) as r:
                 assert r.status == 200, await r.text()
-
-
-async def sealed_bodies(alice: KunoClient, bob: str, order: SendOrder, count: int) -> list[dict]:
-    timestamp = now_ms()
-    bodies = []
-    for index in range(count):
-        outgoing = await alice.seal(bob, f"message {index}")
-        bodies.append(
-            {
-                "id": outgoing.id,
-                "senderId": alice.username,
-                "recipientId": bob,
-                "ciphertext": outgoing.ciphertext,
-                "nonce": outgoing.nonce,
-                "timestamp": timestamp,
-                "expiresAt": timestamp + DAY_MS,
-                "seq": order.next(),
-            }
-        )
-    return bodies
 
 
 async def raw_inbox(session: aiohttp.ClientSession, server: PouchServer, user: str) -> int:

@@ -130,13 +130,26 @@ def key_pair() -> tuple[bytes, bytes]:
     return generate_key_pair()
 
 
+def _key_file(tmp_path_factory: pytest.TempPathFactory, name: str, pem: bytes) -> Path:
+    """`pem` written, owner-only, to `name` in a directory of its own."""
+    path = tmp_path_factory.mktemp("keys") / name
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    return path
+
+
 @pytest.fixture(scope="session")
 def public_key_file(
     tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[bytes, bytes]
 ) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "token-public.pem"
-    path.write_bytes(key_pair[1])
-    return path
+    return _key_file(tmp_path_factory, "token-public.pem", key_pair[1])
+
+
+@pytest.fixture(scope="session")
+def private_key_file(
+    tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[bytes, bytes]
+) -> Path:
+    return _key_file(tmp_path_factory, "token-private.pem", key_pair[0])
 
 
 @pytest.fixture(scope="session")

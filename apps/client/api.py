@@ -128,7 +128,22 @@ def _node_base(url: str) -> str:
     return url.rstrip("/")
 
 
-class KunoClient:
+class _ClosedOnExit:
+    """`async with` leaves by awaiting the subclass's close()."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class KunoClient(_ClosedOnExit):
     def __init__(
         self,
         master_url: str,
@@ -153,14 +168,6 @@ class KunoClient:
 
     async def __aenter__(self) -> KunoClient:
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -391,7 +398,7 @@ async def _json_or_error(response: aiohttp.ClientResponse) -> Any:
     return body
 
 
-class Socket:
+class Socket(_ClosedOnExit):
     """The authenticated WebSocket: send and wait for the ack, receive decrypted messages."""
 
     def __init__(self, client: KunoClient) -> None:
@@ -407,14 +414,6 @@ class Socket:
     async def __aenter__(self) -> Socket:
         await self.open()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def open(self) -> None:
         client = self.client

@@ -191,15 +191,19 @@ class Cluster(SystemUnderTest):
     async def start(self, **master_overrides: Any) -> Cluster:
         for index in range(len(self.apps)):
             await self.start_node(index)
+        await self.start_master(**master_overrides)
+        return self
+
+    async def start_master(self, **overrides: Any) -> None:
+        """The master (again) on every server and node, with `overrides` of its settings."""
         settings = master_settings(
             [server.url for server in self.servers],
             self.node_urls,
             self.users_db,
             self.private_key_file,
-            **master_overrides,
+            **overrides,
         )
         await self.master.start(create_master(settings))
-        return self
 
     async def stop(self) -> None:
         await self.master.stop()

@@ -20,16 +20,6 @@ UserFactory = Callable[[str], Awaitable[KunoClient]]
 
 
 @pytest.fixture(scope="session")
-def private_key_file(
-    tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[bytes, bytes]
-) -> Path:
-    path = tmp_path_factory.mktemp("master-key") / "token-private.pem"
-    path.write_bytes(key_pair[0])
-    path.chmod(0o600)
-    return path
-
-
-@pytest.fixture(scope="session")
 def replicated(couchdb_cluster: list[PouchServer]) -> list[PouchServer]:
     """messages and users replicated in a full mesh, set up once: pouchdb-server dies when
     a running replication's document is deleted, so the replications outlive the tests,

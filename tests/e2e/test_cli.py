@@ -37,6 +37,28 @@ class Kuno:
         assert process.returncode is not None
         return process.returncode, out.decode(), err.decode()
 
+    async def listen(self) -> asyncio.subprocess.Process:
+        """A running `kuno listen`, past its "listening as" line on stderr."""
+        listener = await asyncio.create_subprocess_exec(
+            *self.base,
+            "listen",
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            # Ctrl-C must reach it even when the suite runs as a background job, whose
+            # shell starts every child with SIGINT ignored.
+            preexec_fn=_sigint_as_from_a_terminal,
+        )
+        try:
+            assert listener.stderr is not None and listener.stdout is not None
+            line = await asyncio.wait_for(listener.stderr.readline(), timeout=15)
+            assert b"listening as" in line
+        except BaseException:
+            listener.kill()  # no leftover for a later test
+            await listener.communicate()
+            raise
+        return listener
+
 
 async def test_register_send_inbox_and_login_from_the_command_line(
     cluster: Cluster, tmp_path: Path
@@ -79,20 +101,9 @@ async def test_listen_prints_messages_as_they_arrive_and_marks_them_received(
     alice, bob = Kuno(cluster, tmp_path / "alice"), Kuno(cluster, tmp_path / "bob")
     await alice.run("register", alice_name, "--password-stdin", stdin=PASSWORD)
     await bob.run("register", bob_name, "--password-stdin", stdin=PASSWORD)
-    listener = await asyncio.create_subprocess_exec(
-        *bob.base,
-        "listen",
-        env=bob.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        # Ctrl-C must reach it even when the suite runs as a background job, whose shell
-        # starts every child with SIGINT ignored.
-        preexec_fn=_sigint_as_from_a_terminal,
-    )
+    listener = await bob.listen()
     try:
-        assert listener.stderr is not None and listener.stdout is not None
-        line = await asyncio.wait_for(listener.stderr.readline(), timeout=15)
-        assert b"listening as" in line
+        assert listener.stdout is not None
         code, out, _ = await alice.run("send", bob_name, "are you there?")
         assert code == 0 and "delivered, stored on 3/3" in out
         message_id = out.split()[1].rstrip(":")

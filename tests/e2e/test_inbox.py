@@ -11,7 +11,7 @@ from kuno.master.routing import SendOrder
 from tests.e2e.cluster import Cluster, unique
 from tests.e2e.conftest import PASSWORD, UserFactory
 from tests.e2e.test_cli import Kuno
-from tests.support.messages import DAY_MS, now_ms
+from tests.support.messages import sealed_bodies
 
 COUNT = 1000
 
@@ -56,23 +56,8 @@ async def test_kuno_inbox_shows_a_thousand_messages_in_order_and_deletes_every_o
     bob = Kuno(cluster, tmp_path / "bob")
     assert (await bob.run("register", bob_name, "--password-stdin", stdin=PASSWORD))[0] == 0
     alice = await new_user("alice")
-    order, timestamp = SendOrder(), now_ms()
-    bodies = []
-    for index in range(COUNT):
-        sealed = await alice.seal(bob_name, f"message {index}")
-        bodies.append(
-            {
-                "id": sealed.id,
-                "senderId": alice.username,
-                "recipientId": bob_name,
-                "ciphertext": sealed.ciphertext,
-                "nonce": sealed.nonce,
-                # A burst: a handful of milliseconds for the thousand.
-                "timestamp": timestamp + index // 200,
-                "expiresAt": timestamp + DAY_MS,
-                "seq": order.next(),
-            }
-        )
+    # A burst: a handful of milliseconds for the thousand.
+    bodies = await sealed_bodies(alice, bob_name, SendOrder(), COUNT, per_ms=200)
     await store_as_the_master(cluster, master_token, bodies)
     assert await listed_on_every_node(cluster, bob_name, master_token) == [COUNT] * 3
 

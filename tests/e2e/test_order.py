@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from kuno.client.api import KunoClient, Outgoing, Socket
-from kuno.master.app import create_app as create_master
-from tests.e2e.cluster import Cluster, master_settings
+from tests.e2e.cluster import Cluster
 from tests.e2e.conftest import UserFactory
 
 BURST = 300
@@ -34,13 +33,21 @@ def numbered(prefix: str, count: int) -> list[str]:
     return [f"{prefix} {index}" for index in range(count)]
 
 
+async def burst_to_bob(
+    new_user: UserFactory, prefix: str
+) -> tuple[KunoClient, KunoClient, list[str], list[Outgoing]]:
+    """New users alice and bob, and a burst of texts `prefix 0`, `prefix 1`, ... alice
+    sealed for bob."""
+    alice, bob = await new_user("alice"), await new_user("bob")
+    texts = numbered(prefix, BURST)
+    return alice, bob, texts, await sealed(alice, bob.username or "", texts)
+
+
 @pytest.mark.parametrize("cluster_options", [UNLIMITED])
 async def test_a_burst_reads_in_send_order_page_after_page(
     cluster: Cluster, new_user: UserFactory
 ) -> None:
-    alice, bob = await new_user("alice"), await new_user("bob")
-    texts = numbered("burst", BURST)
-    frames = await sealed(alice, bob.username or "", texts)
+    alice, bob, texts, frames = await burst_to_bob(new_user, "burst")
     async with alice.connect() as socket:
         await burst(socket, frames)
     # Pages of 7 end inside runs of messages sharing one millisecond.
@@ -77,9 +84,7 @@ async def test_two_senders_bursts_interleaved_keep_each_senders_order(
 async def test_an_online_recipient_gets_a_burst_in_send_order(
     cluster: Cluster, new_user: UserFactory
 ) -> None:
-    alice, bob = await new_user("alice"), await new_user("bob")
-    texts = numbered("live", BURST)
-    frames = await sealed(alice, bob.username or "", texts)
+    alice, bob, texts, frames = await burst_to_bob(new_user, "live")
     async with bob.connect() as bob_socket, alice.connect() as alice_socket:
         await burst(alice_socket, frames)
         received = [await bob_socket.receive(within=10) for _ in frames]
@@ -109,14 +114,7 @@ async def test_order_holds_across_a_master_restart(
     async with alice.connect() as socket:
         await burst(socket, before)
     await cluster.master.stop()
-    settings = master_settings(
-        [server.url for server in cluster.servers],
-        cluster.node_urls,
-        cluster.users_db,
-        cluster.private_key_file,
-        **cluster_options,
-    )
-    await cluster.master.start(create_master(settings))
+    await cluster.start_master(**cluster_options)
     async with alice.connect() as socket:
         await burst(socket, after)
     inbox = await bob.inbox()

@@ -16,7 +16,7 @@ from kuno.client.api import ApiError, KunoError, SendError
 from kuno.common.protocol import TOKEN_EXPIRED_CLOSE
 from tests.e2e.cluster import Cluster, unique
 from tests.e2e.conftest import PASSWORD, UserFactory
-from tests.e2e.test_cli import Kuno, _sigint_as_from_a_terminal
+from tests.e2e.test_cli import Kuno
 
 TTL = 3  # seconds: exp is whole seconds, so a token lives 2-3 s
 SHORT_TOKENS = {"token_ttl": float(TTL)}
@@ -106,18 +106,9 @@ async def test_kuno_listen_refreshes_and_stays_connected_over_many_token_lifetim
     await bob.run("register", bob_name, "--password-stdin", stdin=PASSWORD)
     token_file = next(path for path in (tmp_path / "bob").iterdir() if "token" in path.name)
     first_token = token_file.read_text()
-    listener = await asyncio.create_subprocess_exec(
-        *bob.base,
-        "listen",
-        env=bob.env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        preexec_fn=_sigint_as_from_a_terminal,
-    )
+    listener = await bob.listen()
     try:
         assert listener.stderr is not None and listener.stdout is not None
-        line = await asyncio.wait_for(listener.stderr.readline(), timeout=15)
-        assert b"listening as" in line
         await asyncio.sleep(4 * TTL)  # four lifetimes of a token
         assert listener.returncode is None, await listener.stderr.read()
         # A sender in this process: a `kuno send` process may start slower than 3 s.

@@ -21,15 +21,6 @@ PASSWORD = "correct horse battery"
 MasterFactory = Callable[..., Awaitable[TestClient]]
 
 
-@pytest.fixture(scope="session")
-def private_key_file(
-    tmp_path_factory: pytest.TempPathFactory, key_pair: tuple[bytes, bytes]
-) -> Path:
-    path = tmp_path_factory.mktemp("master-key") / "token-private.pem"
-    path.write_bytes(key_pair[0])
-    return path
-
-
 @pytest.fixture
 def make_master_settings(
     couchdb: PouchServer, database: str, private_key_file: Path

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,16 @@ PROPERTY = settings(
     # One master and its servers serve every example of a test: that is the point.
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+def property_of(**strategies: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A hypothesis property test with the PROPERTY settings, its arguments drawn from
+    `strategies`."""
+
+    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
+        return PROPERTY(given(**strategies)(test))
+
+    return decorate
 
 
 def nested(depth: int) -> str:
@@ -252,8 +263,7 @@ content_types = st.sampled_from(
 
 
 @pytest.mark.parametrize("route", ["/api/register", "/api/login"])
-@PROPERTY
-@given(body=bodies, content_type=content_types)
+@property_of(body=bodies, content_type=content_types)
 async def test_property_account_routes_answer_bad_bodies_with_a_4xx_json_error(
     master: TestClient,
     couchdb: PouchServer,
@@ -276,8 +286,7 @@ async def alice_token(master: TestClient) -> str:
     return await register(master, "alice")
 
 
-@PROPERTY
-@given(name=names, authorization=st.none() | header_text)
+@property_of(name=names, authorization=st.none() | header_text)
 async def test_property_key_lookup_answers_any_name_with_a_json_answer(
     master: TestClient, alice_token: str, name: str, authorization: str | None
 ) -> None:
@@ -342,8 +351,7 @@ async def alice_socket(master: TestClient, alice_token: str) -> aiohttp.ClientWe
     return await connect(master, alice_token)
 
 
-@PROPERTY
-@given(frame=send_frames)
+@property_of(frame=send_frames)
 async def test_property_a_refused_send_gets_an_error_frame_and_is_not_stored(
     alice_socket: aiohttp.ClientWebSocketResponse, couchdb: PouchServer, database: str, frame: Any
 ) -> None:
@@ -358,8 +366,7 @@ async def test_property_a_refused_send_gets_an_error_frame_and_is_not_stored(
     await assert_still_open(alice_socket)
 
 
-@PROPERTY
-@given(frame=received_frames)
+@property_of(frame=received_frames)
 async def test_property_a_received_frame_gets_an_error_frame_or_nothing(
     alice_socket: aiohttp.ClientWebSocketResponse, frame: Any
 ) -> None:
@@ -375,8 +382,7 @@ async def test_property_a_received_frame_gets_an_error_frame_or_nothing(
         assert replies, "an invalid received frame got no error frame"
 
 
-@PROPERTY
-@given(frame=unknown_frames)
+@property_of(frame=unknown_frames)
 async def test_property_an_unknown_frame_gets_an_error_frame(
     alice_socket: aiohttp.ClientWebSocketResponse, frame: Any
 ) -> None:
@@ -386,8 +392,7 @@ async def test_property_an_unknown_frame_gets_an_error_frame(
     await assert_still_open(alice_socket)
 
 
-@PROPERTY
-@given(data=st.binary(max_size=300), as_text=st.booleans())
+@property_of(data=st.binary(max_size=300), as_text=st.booleans())
 async def test_property_any_bytes_get_an_error_frame_or_a_documented_close(
     master: TestClient, alice_token: str, data: bytes, as_text: bool
 ) -> None:
@@ -408,8 +413,7 @@ async def test_property_any_bytes_get_an_error_frame_or_a_documented_close(
     await ws.close()
 
 
-@PROPERTY
-@given(text=auth_frames)
+@property_of(text=auth_frames)
 async def test_property_a_bad_auth_frame_gets_an_error_frame_then_1008(
     master: TestClient, text: str
 ) -> None:

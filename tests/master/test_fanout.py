@@ -24,6 +24,22 @@ from tests.support.pouchdb import PouchServer, free_port, http_json
 Starter = Callable[..., Awaitable[RunningApp]]
 
 
+async def alice_for_bob(
+    session: aiohttp.ClientSession, master: RunningApp
+) -> aiohttp.ClientWebSocketResponse:
+    """Users alice and bob registered on `master`, and alice's socket."""
+    alice = await account(session, master, "alice")
+    await account(session, master, "bob")
+    return await open_socket(session, master, alice)
+
+
+async def sent_at(ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> float:
+    """Sends `frame`; returns the time.monotonic() of just before, in seconds."""
+    started = time.monotonic()
+    await ws.send_json(frame)
+    return started
+
+
 @pytest.fixture
 async def nodes(
     couchdb_cluster: list[PouchServer], database: str, public_key_file: Path
@@ -66,12 +82,9 @@ async def test_hung_nodes_cost_one_timeout_in_parallel_and_the_ack_counts_the_re
     urls = [nodes[0].url, black_holes[0].url, nodes[1].url, black_holes[1].url, black_holes[2].url]
     master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
     async with aiohttp.ClientSession() as session:
-        alice = await account(session, master, "alice")
-        await account(session, master, "bob")
-        ws = await open_socket(session, master, alice)
+        ws = await alice_for_bob(session, master)
         frame = send_frame("bob")
-        started = time.monotonic()
-        await ws.send_json(frame)
+        started = await sent_at(ws, frame)
         ack = await ws.receive_json(timeout=10)
         elapsed = time.monotonic() - started
     assert ack == {"type": "ack", "id": frame["id"], "delivered": False, "stored": 2, "nodes": 5}
@@ -86,12 +99,9 @@ async def test_shutdown_acks_the_fan_out_in_flight_then_closes_with_1001(
     urls = [nodes[0].url, black_holes[0].url]
     master = await start_master(storage_enabled=True, standard_node_urls=urls, store_timeout=1.0)
     async with aiohttp.ClientSession() as session:
-        alice = await account(session, master, "alice")
-        await account(session, master, "bob")
-        ws = await open_socket(session, master, alice)
+        ws = await alice_for_bob(session, master)
         in_flight = send_frame("bob")
-        started = time.monotonic()
-        await ws.send_json(in_flight)
+        started = await sent_at(ws, in_flight)
         await asyncio.sleep(0.2)
         stopping = asyncio.create_task(master.stop())
         ack = await ws.receive_json(timeout=5)
@@ -193,9 +203,7 @@ async def test_a_resend_stores_the_identical_document_with_the_first_timestamp(
     urls = [nodes[0].url, nodes[1].url]
     master = await start_master(storage_enabled=True, standard_node_urls=urls)
     async with aiohttp.ClientSession() as session:
-        alice = await account(session, master, "alice")
-        await account(session, master, "bob")
-        ws = await open_socket(session, master, alice)
+        ws = await alice_for_bob(session, master)
         await nodes[1].stop()
         frame = send_frame("bob")
         await ws.send_json(frame)

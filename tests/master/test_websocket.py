@@ -40,6 +40,23 @@ async def connect(master: TestClient, token: str) -> aiohttp.ClientWebSocketResp
     return ws
 
 
+async def alice_sends_to_bob(
+    master: TestClient, to: str
+) -> tuple[aiohttp.ClientWebSocketResponse, aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+    """Users alice and bob each on a socket, and the frame alice sent `to` bob:
+    (bob's socket, alice's socket, the frame)."""
+    alice, bob = await register(master, "alice"), await register(master, "bob")
+    bob_ws, alice_ws = await connect(master, bob), await connect(master, alice)
+    frame = send_frame(to)
+    await alice_ws.send_json(frame)
+    return bob_ws, alice_ws, frame
+
+
+def error_frame(frame: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The error frame that answers `frame` for `reason`."""
+    return {"type": "error", "id": frame["id"], "reason": reason}
+
+
 def _subject(token: str) -> str:
     import jwt
 
@@ -49,10 +66,7 @@ def _subject(token: str) -> str:
 async def test_without_storage_an_online_recipient_gets_the_message_and_the_ack_says_so(
     master: TestClient,
 ) -> None:
-    alice, bob = await register(master, "alice"), await register(master, "bob")
-    bob_ws, alice_ws = await connect(master, bob), await connect(master, alice)
-    frame = send_frame("bob")
-    await alice_ws.send_json(frame)
+    bob_ws, alice_ws, frame = await alice_sends_to_bob(master, "bob")
     pushed = await bob_ws.receive_json(timeout=5)
     assert pushed.pop("timestamp") > 0
     assert pushed.pop("seq") > 0
@@ -92,10 +106,7 @@ async def test_a_send_to_a_name_in_another_case_reaches_that_account(
     master: TestClient,
 ) -> None:
     # "BOB" and "bob" are one account: the frame's `to` is the canonical user id.
-    alice, bob = await register(master, "alice"), await register(master, "bob")
-    bob_ws, alice_ws = await connect(master, bob), await connect(master, alice)
-    frame = send_frame("BOB")
-    await alice_ws.send_json(frame)
+    bob_ws, alice_ws, frame = await alice_sends_to_bob(master, "BOB")
     assert (await bob_ws.receive_json(timeout=5))["id"] == frame["id"]
     assert (await alice_ws.receive_json(timeout=5))["delivered"] is True
 
@@ -157,11 +168,7 @@ async def test_an_unknown_recipient_gets_an_error_frame(master: TestClient) -> N
     ws = await connect(master, await register(master, "alice"))
     frame = send_frame("nobody")
     await ws.send_json(frame)
-    assert await ws.receive_json(timeout=5) == {
-        "type": "error",
-        "id": frame["id"],
-        "reason": "unknown recipient nobody",
-    }
+    assert await ws.receive_json(timeout=5) == error_frame(frame, "unknown recipient nobody")
 
 
 async def test_an_oversized_frame_closes_the_socket_with_1009(start_master: MasterFactory) -> None:
@@ -240,11 +247,9 @@ async def test_with_couchdb_down_a_new_recipient_is_an_error_frame_and_known_one
     private_couchdb.stop()
     frame = send_frame("carol")
     await ws.send_json(frame)
-    assert await ws.receive_json(timeout=10) == {
-        "type": "error",
-        "id": frame["id"],
-        "reason": "the account store is unreachable; resend later",
-    }
+    assert await ws.receive_json(timeout=10) == error_frame(
+        frame, "the account store is unreachable; resend later"
+    )
     frame = send_frame("bob")
     await ws.send_json(frame)
     assert (await ws.receive_json(timeout=10))["type"] == "ack"

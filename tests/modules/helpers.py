@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -134,3 +135,18 @@ class Ansible:
                     run.results[task["task"]["name"]] = task["hosts"].get("localhost", {})
             run.stats = report["stats"].get("localhost", {})
         return run
+
+
+def delete_twice(ansible: Ansible, task: Callable[..., dict], server: Any, db: str) -> PlaybookRun:
+    """`task` with state absent run as "delete" then "delete again": asserts the run passed,
+    the first changed and the second did not; returns the run."""
+    run = ansible.run(
+        [
+            task("delete", server, db, state="absent"),
+            task("delete again", server, db, state="absent"),
+        ]
+    )
+    assert run.returncode == 0, run.output
+    assert run["delete"]["changed"] is True
+    assert run["delete again"]["changed"] is False
+    return run

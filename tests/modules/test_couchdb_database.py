@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.modules.helpers import REPO, Ansible
+from tests.modules.helpers import REPO, Ansible, delete_twice
 from tests.support.pouchdb import PouchServer, http_json, wait_until
 
 SECURITY = {"admins": {"names": ["ops"]}, "members": {"roles": ["kuno", "audit"]}}
@@ -103,17 +103,8 @@ def test_create_rerun_update_delete(ansible: Ansible, one: PouchServer, name: st
     ]
     assert http_json("GET", one.db_url(name) + "/_security")[1] == ADMIN_ONLY
 
-    run = ansible.run(
-        [
-            database_task("delete", one, name, state="absent"),
-            database_task("delete again", one, name, state="absent"),
-        ]
-    )
-
-    assert run.returncode == 0, run.output
-    assert run["delete"]["changed"] is True
+    run = delete_twice(ansible, database_task, one, name)
     assert run["delete"]["database"] is None
-    assert run["delete again"]["changed"] is False
     assert not exists(one, name)
 
 

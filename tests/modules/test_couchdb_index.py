@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.modules.helpers import Ansible
+from tests.modules.helpers import Ansible, delete_twice
 from tests.support.pouchdb import PouchServer, http_json
 
 FIELDS = ["recipientId", "timestamp"]
@@ -21,6 +21,13 @@ def index_task(task_name: str, server: PouchServer, db: str, check_mode=None, **
     return task
 
 
+def filtered_task(task_name: str, server: PouchServer, db: str, selector: dict, **options) -> dict:
+    """index_task on FIELDS with `selector` as the partial filter selector."""
+    return index_task(
+        task_name, server, db, fields=FIELDS, partial_filter_selector=selector, **options
+    )
+
+
 def indexes(server: PouchServer, db: str) -> dict[str, dict]:
     status, body = http_json("GET", server.db_url(db) + "/_index")
     assert status == 200, body
@@ -32,7 +39,7 @@ def test_index_lifecycle(ansible: Ansible, one: PouchServer, name: str):
     key = "_design/kuno/recipient-timestamp"
 
     run = ansible.run(
-        [index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY)],
+        [filtered_task("create", one, name, MESSAGES_ONLY)],
         check=True,
         diff=True,
     )
@@ -45,14 +52,9 @@ def test_index_lifecycle(ansible: Ansible, one: PouchServer, name: str):
 
     run = ansible.run(
         [
-            index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY),
-            index_task(
-                "rerun with the ddoc prefix",
-                one,
-                name,
-                ddoc="_design/kuno",
-                fields=FIELDS,
-                partial_filter_selector=MESSAGES_ONLY,
+            filtered_task("create", one, name, MESSAGES_ONLY),
+            filtered_task(
+                "rerun with the ddoc prefix", one, name, MESSAGES_ONLY, ddoc="_design/kuno"
             ),
             index_task(
                 "other fields, check mode", one, name, fields=["recipientId"], check_mode=True
@@ -84,16 +86,7 @@ def test_index_lifecycle(ansible: Ansible, one: PouchServer, name: str):
     assert run["delete, check mode"]["changed"] is True
     assert indexes(one, name) == {key: {"fields": [{"recipientId": "asc"}]}}
 
-    run = ansible.run(
-        [
-            index_task("delete", one, name, state="absent"),
-            index_task("delete again", one, name, state="absent"),
-        ]
-    )
-
-    assert run.returncode == 0, run.output
-    assert run["delete"]["changed"] is True
-    assert run["delete again"]["changed"] is False
+    delete_twice(ansible, index_task, one, name)
     assert indexes(one, name) == {}
 
 
@@ -104,9 +97,7 @@ def test_the_index_serves_a_sorted_query(ansible: Ansible, one: PouchServer, nam
         doc = {"type": "message", "recipientId": recipient, "timestamp": timestamp}
         assert http_json("PUT", f"{one.db_url(name)}/m{number}", doc)[0] == 201
 
-    run = ansible.run(
-        [index_task("create", one, name, fields=FIELDS, partial_filter_selector=MESSAGES_ONLY)]
-    )
+    run = ansible.run([filtered_task("create", one, name, MESSAGES_ONLY)])
     assert run.returncode == 0, run.output
 
     status, found = http_json(
@@ -145,14 +136,9 @@ def test_a_selector_listed_in_couchdb_3s_normal_form_is_not_a_change(
 
     run = ansible.run(
         [
-            index_task("as written", one, name, fields=FIELDS, partial_filter_selector=written),
-            index_task(
-                "another filter, check mode",
-                one,
-                name,
-                fields=FIELDS,
-                partial_filter_selector={"type": "receipt"},
-                check_mode=True,
+            filtered_task("as written", one, name, written),
+            filtered_task(
+                "another filter, check mode", one, name, {"type": "receipt"}, check_mode=True
             ),
         ]
     )

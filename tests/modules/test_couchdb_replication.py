@@ -10,7 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.modules.conftest import REPLICATION_PASSWORD, REPLICATION_USER
-from tests.modules.helpers import REPO, Ansible
+from tests.modules.helpers import REPO, Ansible, PlaybookRun
 from tests.support.pouchdb import PouchServer, http_json, wait_until
 
 ROLE = str(REPO / "roles" / "replication")
@@ -40,6 +40,11 @@ def pull(source: PouchServer, target: PouchServer, db: str, **options: Any) -> d
         "target_password": REPLICATION_PASSWORD,
         **options,
     }
+
+
+def refused_pull(source: PouchServer, tolerant: PouchServer, db: str) -> dict[str, Any]:
+    """Options of a pull whose source refuses the password, into a tolerant pouchdb-server."""
+    return pull(source, tolerant, db, source_password="wrong", pouchdb_tolerates_rejections=True)
 
 
 def with_userinfo(url: str) -> str:
@@ -222,22 +227,25 @@ def test_one_off_replication_restart_and_removal(
     assert alive(two)
 
 
+def refused_create(
+    ansible: Ansible, one: PouchServer, two: PouchServer, name: str, doc_id: str, **options: Any
+) -> PlaybookRun:
+    """Database `name` created on `one`, then the task "create" of `doc_id` on `two` with
+    `options`, which must fail: asserts it failed; returns the run."""
+    one.create_db(name)
+    run = ansible.run([replication_task("create", two, doc_id, **options)])
+    assert run["create"]["failed"] is True
+    return run
+
+
 @pytest.mark.standin
 def test_credentials_the_source_refuses_are_never_written(
     ansible: Ansible, one: PouchServer, two: PouchServer, name: str
 ):
     """A pouchdb-server replication that fails authentication kills the process at every start."""
-    one.create_db(name)
     doc_id = f"{name}-bad-password"
-    run = ansible.run(
-        [
-            replication_task(
-                "create", two, doc_id, **pull(one, two, name, source_password="wrong password")
-            )
-        ]
-    )
-
-    assert run["create"]["failed"] is True
+    options = pull(one, two, name, source_password="wrong password")
+    run = refused_create(ansible, one, two, name, doc_id, **options)
     assert run["create"]["msg"].startswith(
         "The source refuses the replication's credentials (HTTP 401: "
     )
@@ -335,9 +343,7 @@ def test_wait_fails_with_the_servers_reason(
     """A tolerant pouchdb-server marks a replication the source refuses "error", with a reason."""
     one.create_db(name)
     doc_id = f"{name}-refused"
-    options = pull(
-        one, tolerant_pouch, name, source_password="wrong", pouchdb_tolerates_rejections=True
-    )
+    options = refused_pull(one, tolerant_pouch, name)
     run = ansible.run(
         [replication_task("create", tolerant_pouch, doc_id, wait=True, wait_timeout=15, **options)]
     )
@@ -361,17 +367,9 @@ def test_wait_fails_with_the_servers_reason(
 def test_a_selector_is_refused_before_it_kills_pouchdb_server(
     ansible: Ansible, one: PouchServer, two: PouchServer, name: str
 ):
-    one.create_db(name)
     doc_id = f"{name}-messages-only"
-    run = ansible.run(
-        [
-            replication_task(
-                "create", two, doc_id, selector={"type": "message"}, **pull(one, two, name)
-            )
-        ]
-    )
-
-    assert run["create"]["failed"] is True
+    options = {"selector": {"type": "message"}, **pull(one, two, name)}
+    run = refused_create(ansible, one, two, name, doc_id, **options)
     assert run["create"]["msg"].startswith(
         "pouchdb-server cannot serve a replication with a selector"
     )
@@ -463,9 +461,7 @@ def test_the_roles_wait_fails_with_the_servers_reason(
 ):
     one.create_db(name)
     doc_id = f"kuno-{name}-from-{one.port}"
-    options = pull(
-        one, tolerant_pouch, name, source_password="wrong", pouchdb_tolerates_rejections=True
-    )
+    options = refused_pull(one, tolerant_pouch, name)
     run = ansible.run(
         [
             replication_task("create", tolerant_pouch, doc_id, **options),

@@ -6,7 +6,11 @@ import base64
 import os
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kuno.client.api import KunoClient
+    from kuno.master.routing import SendOrder
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -28,3 +32,28 @@ def message_body(recipient: str = "bob", sender: str = "alice", **fields: Any) -
     }
     body.update(fields)
     return body
+
+
+async def sealed_bodies(
+    sender: KunoClient, recipient: str, order: SendOrder, count: int, per_ms: int = 0
+) -> list[dict[str, Any]]:
+    """`count` bodies "message 0", "message 1", ... sealed by `sender` for `recipient`, each
+    with the next seq of `order`, expiring in a day; stamped now, or, with `per_ms`, a burst
+    of `per_ms` messages a millisecond."""
+    timestamp = now_ms()
+    bodies = []
+    for index in range(count):
+        sealed = await sender.seal(recipient, f"message {index}")
+        bodies.append(
+            {
+                "id": sealed.id,
+                "senderId": sender.username,
+                "recipientId": recipient,
+                "ciphertext": sealed.ciphertext,
+                "nonce": sealed.nonce,
+                "timestamp": timestamp + (index // per_ms if per_ms else 0),
+                "expiresAt": timestamp + DAY_MS,
+                "seq": order.next(),
+            }
+        )
+    return bodies
