@@ -29,8 +29,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.master_throughput import start_master
-from bench.standard_node import start_node
+from bench.master_throughput import master_service
+from bench.process import Service, stop_all
+from bench.standard_node import node_service
 from kuno.client.api import PAGE_LIMIT, KunoClient
 from kuno.client.crypto import KeyPair
 from kuno.client.profile import Profile
@@ -118,7 +119,7 @@ async def main() -> None:
     private_pem, public_pem = generate_key_pair()
     signer = TokenSigner(load_private_key(private_pem), audience="kuno", ttl=3600)
     master_token = signer.sign("master", scopes=(STORE_SCOPE,))
-    processes: list[subprocess.Popen] = []
+    services: list[Service] = []
     with tempfile.TemporaryDirectory(prefix="kuno-bench-") as tmp:
         public_key, private_key = Path(tmp) / "public.pem", Path(tmp) / "private.pem"
         public_key.write_bytes(public_pem)
@@ -129,14 +130,14 @@ async def main() -> None:
             for n in range(args.nodes)
         ]
         try:
-            node_urls = []
+            # Each in the list before it starts: stopped whatever happens next.
             for server in servers:
-                process, url = start_node(server, public_key, "messages")
-                processes.append(process)
-                node_urls.append(url)
+                services.append(node_service(server, public_key, "messages"))
+                services[-1].start()
+            node_urls = [service.url for service in services]
             apply_schema(servers[0].url, users="users")  # as the deployment does
-            master, master_url = start_master(servers[:1], node_urls, private_key, in_flight=2)
-            processes.append(master)
+            services.append(master_service(servers[:1], node_urls, private_key, in_flight=2))
+            master_url = services[-1].start().url
             async with (
                 aiohttp.ClientSession() as session,
                 KunoClient(master_url, node_urls) as alice,
@@ -199,13 +200,7 @@ async def main() -> None:
                 + f"; load {os.getloadavg()[0]:.2f}"
             )
         finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop_all(services, timeout=10)
             for server in servers:
                 server.stop()
 
