@@ -34,6 +34,7 @@ from urllib.parse import quote
 import yaml
 
 from filter_plugins.kuno_names import container_name
+from kuno.common.messages import Message
 from kuno.common.replications import ID_PREFIX, RUNNING_STATES, pull_ids
 
 REPO = Path(__file__).resolve().parents[2]
@@ -278,8 +279,9 @@ class Deployed(SystemUnderTest):
         return {row["id"] for row in body["rows"] if not row["id"].startswith("_design/")}
 
     def put_message(self, node: str, body: dict[str, Any]) -> None:
-        """A message document written straight into a node's CouchDB (as a store would)."""
-        doc = {"_id": body["id"], "type": "message"} | {k: v for k, v in body.items() if k != "id"}
+        """A message document written straight into a node's CouchDB, as the node's store
+        writes it (kuno.common.messages.Message: `seq` derived when the body has none)."""
+        doc = Message(**body).to_document()
         status, answer = self.couch(node, f"/messages/{quote(body['id'])}", "PUT", doc)
         if status == 409:  # replication brought it first: fine if it is this very document
             status, answer = self.couch(node, f"/messages/{quote(body['id'])}")
