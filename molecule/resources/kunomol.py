@@ -371,6 +371,21 @@ def wait_converged(system: System, args: argparse.Namespace) -> dict[str, Any]:
     return {"nodes": nodes, "seconds": round(seconds, 2), "messages": messages}
 
 
+@command(
+    "absent",
+    "assert nodes hold none of a tag's messages",
+    arg("--nodes", required=True, help="comma-separated"),
+    TAG,
+)
+def absent(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    ids = set(system.load()["sent"][args.tag])
+    for node in nodes_of(args.nodes, system):
+        held = ids & system.message_ids(node)
+        if held:
+            raise SystemExit(f"{node} holds {len(held)} message(s) of {args.tag}")
+    return {"nodes": nodes_of(args.nodes, system), "absent": len(ids)}
+
+
 @command("healthy", "wait until a standard node reaches CouchDB", NODE, WITHIN)
 def wait_healthy(system: System, args: argparse.Namespace) -> dict[str, Any]:
     seconds = wait_until(lambda: system.healthy(args.node), args.within, f"{args.node} healthy")
