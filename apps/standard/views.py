@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import time
+from typing import Any
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -194,6 +194,20 @@ async def health(request: web.Request) -> web.Response:
     `"missing"` while the schema is incomplete. `degraded`: a
     replication fails, or one of this node's expected links (KUNO_PEERS x
     KUNO_REPLICATED_DATABASES) is missing, failing or stalled; `links` names them."""
+    report, status = await _health_report(request)
+    return web.json_response(report, status=status)
+
+
+@routes.get("/status")
+async def status(request: web.Request) -> web.Response:
+    """/health without the details, for the public (the proxy's `/nodeN/health`):
+    `{"node", "status"}` with /health's status code."""
+    report, status = await _health_report(request)
+    return web.json_response({"node": report["node"], "status": report["status"]}, status=status)
+
+
+async def _health_report(request: web.Request) -> tuple[dict[str, Any], int]:
+    """/health's body and status code."""
     settings = request.app[keys.SETTINGS]
     client = request.app[keys.COUCH]
     store = request.app[keys.STORE]
@@ -204,26 +218,20 @@ async def health(request: web.Request) -> web.Response:
         # Checked again only until it was complete once: the deployment owns the schema.
         missing = store.missing if store.missing == [] else await store.check_schema()
     except couch.CouchError as exc:
-        return web.json_response(
-            {
-                "node": settings.node_name,
-                "status": "down",
-                "couchdb": {"reachable": False, "reason": exc.error},
-                "replications": [],
-            },
-            status=503,
-        )
+        return {
+            "node": settings.node_name,
+            "status": "down",
+            "couchdb": {"reachable": False, "reason": exc.error},
+            "replications": [],
+        }, 503
     if missing:
-        return web.json_response(
-            {
-                "node": settings.node_name,
-                "status": "not_ready",
-                "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
-                "missing": missing,
-                "replications": replication_list,
-            },
-            status=503,
-        )
+        return {
+            "node": settings.node_name,
+            "status": "not_ready",
+            "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
+            "missing": missing,
+            "replications": replication_list,
+        }, 503
     # One reading of states for /health, the Ansible modules and the tests; only the state is
     # read here, so a job that waits (pending) is not degraded, nor one still settling.
     healthy = not any(replications.is_failed(r["state"]) for r in replication_list)
@@ -231,32 +239,19 @@ async def health(request: web.Request) -> web.Response:
     links = health_links(mesh)
     healthy = healthy and not links_failing(mesh)
     databases = len(settings.replicated_databases)
-    return web.json_response(
-        {
-            "node": settings.node_name,
-            "status": "ok" if healthy else "degraded",
-            "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
-            "replications": replication_list,
-            "links": links,
-            "mesh": {
-                "nodes": mesh.nodes,
-                # Over the whole mesh; this node answers for the links into it.
-                "links_expected": mesh.nodes * (mesh.nodes - 1) * databases,
-                "complete": links["running"] == links["expected"],
-            },
-        }
-    )
-
-
-@routes.get("/status")
-async def status(request: web.Request) -> web.Response:
-    """/health without the details, for the public (the proxy's `/nodeN/health`):
-    `{"node", "status"}` with /health's status code."""
-    response = await health(request)
-    body = json.loads(response.text or "{}")
-    return web.json_response(
-        {"node": body["node"], "status": body["status"]}, status=response.status
-    )
+    return {
+        "node": settings.node_name,
+        "status": "ok" if healthy else "degraded",
+        "couchdb": {"reachable": True, "flavour": couch.flavour(info)},
+        "replications": replication_list,
+        "links": links,
+        "mesh": {
+            "nodes": mesh.nodes,
+            # Over the whole mesh; this node answers for the links into it.
+            "links_expected": mesh.nodes * (mesh.nodes - 1) * databases,
+            "complete": links["running"] == links["expected"],
+        },
+    }, 200
 
 
 def _first_problem(exc: ValidationError) -> str:
