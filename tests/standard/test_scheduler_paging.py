@@ -59,6 +59,7 @@ def couchdb_3(doc_ids: list[str]) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/", welcome)
+
     async def scheduler_docs(request: web.Request) -> web.Response:
         return page(request, "docs", docs)
 
