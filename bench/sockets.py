@@ -3,6 +3,7 @@ send → ack at a steady rate with them open vs without.
 
     .venv/bin/python -m bench.sockets [--project kuno] [--url http://127.0.0.1:8080]
         [--direct] [--sockets 10000] [--processes 4] [--rate 50] [--duration 20] [--idle 35]
+        [--recipients 20]
 
 Against the deployment `make deploy` made (project `kuno`): every connection goes to the
 proxy, at `--url` or, with `--direct`, at the proxy container's own address on its public
@@ -11,9 +12,9 @@ The sockets' tokens are signed here with the master's key (`/opt/<project>/secre
 user per socket, so opening them costs what it costs a client: the TCP and WebSocket
 handshakes through nginx and the master's token check; no account is made per socket.
 
-1. steady, without: `--rate` messages/s for `--duration` s over 8 sockets to one recipient
-   (an account registered once), send → ack latency; master and proxy memory
-   (`docker stats --no-stream`);
+1. steady, without: `--rate` messages/s for `--duration` s over 8 sockets to `--recipients`
+   offline recipients in turn (accounts registered once), send → ack latency; master and
+   proxy memory (`docker stats --no-stream`);
 2. connect: `--sockets` sockets opened by `--processes` processes (each raises its own
    open-files limit), 32 handshakes in flight per process; the rate is sockets opened per
    second from the first handshake to the last `ready`; any refusal is printed with its
@@ -254,9 +255,15 @@ async def register(session: aiohttp.ClientSession, url: str, username: str) -> N
 
 
 async def steady(
-    url: str, signer: TokenSigner, recipient: str, rate: float, duration: float, label: str
+    url: str,
+    signer: TokenSigner,
+    recipients: list[str],
+    rate: float,
+    duration: float,
+    label: str,
 ) -> LoadResult:
-    """`rate` sends/s for `duration` s over STEADY_SOCKETS sockets of one sender."""
+    """`rate` sends/s for `duration` s over STEADY_SOCKETS sockets of one sender, to the
+    recipients in turn."""
     async with aiohttp.ClientSession() as session:
         sender = f"bench-sender-{secrets.token_hex(4)}"
         headers = {"Authorization": f"Bearer {signer.sign(sender)}"}
@@ -267,7 +274,9 @@ async def steady(
             sockets.append(ws)
         acks = Acks(sockets)
         try:
-            return await open_loop(label, lambda n: acks.send(n, recipient), rate, duration)
+            return await open_loop(
+                label, lambda n: acks.send(n, recipients[n % len(recipients)]), rate, duration
+            )
         finally:
             await acks.close()
             for ws in sockets:
@@ -297,6 +306,12 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument(
+        "--recipients",
+        type=int,
+        default=20,
+        help="offline recipients the steady sends go to in turn (1: one ever longer queue)",
+    )
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--idle", type=float, default=35.0)
     args = parser.parse_args()
@@ -306,6 +321,8 @@ def main() -> None:
         parser.error(f"--rate at most {MAX_RATE}/s, --duration at most {MAX_DURATION} s")
     if not 0 <= args.idle <= 300 or not 1 <= args.processes <= 16:
         parser.error("--idle 0 to 300 s, --processes 1 to 16")
+    if not 1 <= args.recipients <= 200:
+        parser.error("--recipients 1 to 200")
 
     key = Path(f"/opt/{args.project}/secrets/token-private.pem").read_bytes()
     asyncio.run(run(args, TokenSigner(load_private_key(key), "kuno", TOKEN_TTL)))
@@ -315,16 +332,17 @@ async def run(args: argparse.Namespace, signer: TokenSigner) -> None:
     print(f"# start: {uptime()}", flush=True)
     url = proxy_url(args.project, args.direct, args.url)
     containers = [f"{args.project}-master", f"{args.project}-proxy"]
-    recipient = f"bench-recipient-{secrets.token_hex(4)}"
+    recipients = [f"bench-recipient-{secrets.token_hex(4)}" for _ in range(args.recipients)]
     async with aiohttp.ClientSession() as session:
-        await register(session, url, recipient)
+        for recipient in recipients:
+            await register(session, url, recipient)
     print(f"# through {url}; {args.sockets} sockets in {args.processes} processes", flush=True)
 
     line, _ = memory_line(containers)
     print(f"memory, no socket open: {line}", flush=True)
     # A short run first: the first sends after a deploy meet cold caches and connections.
-    print((await steady(url, signer, recipient, args.rate, 5.0, "steady, warm-up")).line())
-    without = await steady(url, signer, recipient, args.rate, args.duration, "steady, without")
+    print((await steady(url, signer, recipients, args.rate, 5.0, "steady, warm-up")).line())
+    without = await steady(url, signer, recipients, args.rate, args.duration, "steady, without")
     print(without.line(), flush=True)
 
     run = secrets.token_hex(3)
@@ -359,7 +377,7 @@ async def run(args: argparse.Namespace, signer: TokenSigner) -> None:
         line, idle_mb = memory_line(containers)
         print(f"memory, {count} idle sockets: {line}", flush=True)
         with_open = await steady(
-            url, signer, recipient, args.rate, args.duration, f"steady, {count} open"
+            url, signer, recipients, args.rate, args.duration, f"steady, {count} open"
         )
         print(with_open.line(), flush=True)
     finally:

@@ -137,7 +137,9 @@ async def main() -> None:
             watched.enter_context(
                 scraping({"kuno-standard": [node_url.removeprefix("http://")]}, args.scrape_every)
             )
-            connector = aiohttp.TCPConnector(limit=64)
+            # Under node's 5 s keep-alive: after the load (seconds without a request to the
+            # server) a pooled connection is never one pouchdb-server has closed.
+            connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=2)
             async with aiohttp.ClientSession(connector=connector) as session:
                 print(f"# POST, {args.duration:.0f} s each, same pouchdb-server")
                 for concurrency in (1, 32):

@@ -18,10 +18,14 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kuno.client.api import Ack, KunoClient, KunoError, OpenedMessage
+from kuno.client.api import KunoClient, KunoError, OpenedMessage
 from kuno.client.crypto import KeyPair
 from kuno.client.profile import Profile, default_config_dir
+
+if TYPE_CHECKING:
+    from kuno.client.websocket import Ack
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

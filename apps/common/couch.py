@@ -212,6 +212,36 @@ def _error_for(status: int, body: Any) -> CouchError:
     return _ERRORS_BY_STATUS.get(status, CouchError)(status, error, reason)
 
 
+SCHEDULER_PAGE = 1000  # entries per /_scheduler request (CouchDB 3's default is 100)
+SCHEDULER_MAX_PAGES = 100
+
+
+async def scheduler_listing(client: CouchClient, kind: str) -> JSON:
+    """Every entry of CouchDB 3's `/_scheduler/{kind}` (`kind` "docs" or "jobs"), read in
+    pages with `limit`/`skip`: CouchDB answers 100 entries unless told a limit, so one
+    plain GET loses the rest on a server with more replications.
+
+    Returns `{"total_rows": n, kind: [entry, ...]}` (at most SCHEDULER_PAGE *
+    SCHEDULER_MAX_PAGES entries); raises what `request` raises (NotFound / BadRequest on a
+    server without a scheduler, such as pouchdb-server).
+    """
+    entries: list[Any] = []
+    total = 0
+    for _ in range(SCHEDULER_MAX_PAGES):
+        page = await client.request(
+            "GET",
+            f"/_scheduler/{kind}",
+            params={"limit": str(SCHEDULER_PAGE), "skip": str(len(entries))},
+        )
+        page = page if isinstance(page, dict) else {}
+        rows = page.get(kind) or []
+        total = page.get("total_rows", 0)
+        entries.extend(rows)
+        if len(rows) < SCHEDULER_PAGE or not isinstance(total, int) or len(entries) >= total:
+            break
+    return {"total_rows": total, kind: entries}
+
+
 async def replication_states(client: CouchClient) -> list[JSON]:
     """The state of every replication this server runs, credentials removed.
 
@@ -219,7 +249,7 @@ async def replication_states(client: CouchClient) -> list[JSON]:
     writes `_replication_state` into the _replicator documents instead.
     """
     try:
-        scheduler = await client.request("GET", "/_scheduler/docs")
+        scheduler = await scheduler_listing(client, "docs")
     except (NotFound, BadRequest):
         scheduler = None
     if scheduler is not None:

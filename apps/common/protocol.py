@@ -37,9 +37,9 @@ from pydantic import (
 )
 from pydantic.json_schema import models_json_schema
 
+from kuno.common.jsontext import BadInput, parse_json
 from kuno.common.messages import MAX_NONCE_BYTES, Message, canonical_uuid, decoded_size
 from kuno.common.names import canonical_username
-from kuno.common.web import BadInput, parse_json
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -215,7 +215,7 @@ def parse_frame(data: str | bytes, accepted: tuple[type[F], ...]) -> F:
     """One frame of one of the `accepted` types, from its JSON text.
 
     Raises FrameError("invalid_frame", reason) for text that is not JSON (reasons as
-    kuno.common.web.parse_json gives them), a value that is not an object, a `type` not
+    kuno.common.jsontext.parse_json gives them), a value that is not an object, a `type` not
     accepted, or fields that do not fit the type (the first problem, as "field: why").
     """
     try:

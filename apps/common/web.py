@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from kuno.common import couch
+from kuno.common.jsontext import BadInput, parse_json
 from kuno.common.logs import configure_logging
 from kuno.common.settings import ConfigError, ServiceSettings, exit_on_bad_config, load
 from kuno.common.tokens import Identity, InvalidToken, TokenVerifier
@@ -270,37 +270,6 @@ def authenticate(request: web.Request, verifier: TokenVerifier) -> Identity:
         return verifier.verify(token.strip())
     except InvalidToken:
         fail(web.HTTPUnauthorized, "unauthorized", "the token is invalid or expired")
-
-
-class BadInput(ValueError):
-    """Client input that cannot be parsed; the error middleware answers it with 400
-    `{"error": error, "reason": reason}` (a handler may raise it instead of fail())."""
-
-    def __init__(self, error: str, reason: str) -> None:
-        super().__init__(reason)
-        self.error = error
-        self.reason = reason
-
-
-def parse_json(data: str | bytes, what: str = "the body") -> Any:
-    """JSON text (bytes must be UTF-8) as Python values.
-
-    Raises BadInput("invalid_json", "<what> is ...") for any text that is not JSON: bad
-    UTF-8, bad syntax, a number over Python's digit limit, nesting deeper than the
-    parser's recursion limit (about 1,000 levels) -- never another exception.
-    """
-    if isinstance(data, bytes):
-        try:
-            data = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise BadInput("invalid_json", f"{what} is not valid UTF-8") from None
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise BadInput("invalid_json", f"{what} is nested too deeply") from None
-    except ValueError:
-        # JSONDecodeError, and int() refusing more than sys.get_int_max_str_digits().
-        raise BadInput("invalid_json", f"{what} is not JSON") from None
 
 
 async def read_json_object(request: web.Request, max_bytes: int | None = None) -> dict[str, Any]:

@@ -91,8 +91,8 @@ class MeshMonitor:
                 readings = await self._read_pouchdb(info.get("uuid"))
             else:
                 readings = read_couchdb(
-                    await self.client.request("GET", "/_scheduler/docs"),
-                    await self.client.request("GET", "/_scheduler/jobs"),
+                    await couch.scheduler_listing(self.client, "docs"),
+                    await couch.scheduler_listing(self.client, "jobs"),
                 )
             documents = await self._documents()
         except couch.CouchError as exc:
