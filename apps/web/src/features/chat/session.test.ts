@@ -1,3 +1,4 @@
+// @vitest-environment node
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { Master, StorageNodes, type StoredMessage } from "../../lib/api";
 import { type KeyPair, generateKeyPair, publicKeyB64, seal, toBase64 } from "../../lib/crypto";
@@ -215,4 +216,15 @@ describe("sending", () => {
     expect(session.getState().contacts).toEqual([]);
     session.stop();
   });
+});
+
+it("a pinned contact whose key changed since the last visit is flagged at start", async () => {
+  const first = await startSession();
+  await first.session.addContact("alice");
+  first.session.stop();
+  servers.keys.set("alice", publicKeyB64(generateKeyPair()));
+  const { session } = await startSession();
+  await vi.waitFor(() => expect(session.getState().contacts[0]?.changedKey).toBe(servers.keys.get("alice")));
+  expect(session.getState().contacts[0].publicKey).toBe(publicKeyB64(alice));
+  session.stop();
 });
