@@ -80,7 +80,7 @@ export function describeError(error: unknown): string {
   }
   if (error instanceof NetworkError) return "Cannot reach the server";
   if (error instanceof SessionExpired) return "Your session has ended; log in again";
-  if (error instanceof Error) return capitalise(error.message);
+  if (error instanceof Error) return error.message;
   return String(error);
 }
 
