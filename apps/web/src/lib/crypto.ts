@@ -107,6 +107,24 @@ export function seal(
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
+// The X25519 shared key per (our key pair, sender's key): one scalar multiplication per
+// sender, not per message (nacl.box.open would redo it each time).
+const sharedKeys = new WeakMap<KeyPair, Map<string, Uint8Array>>();
+
+function sharedKey(recipient: KeyPair, senderPublicB64: string): Uint8Array {
+  let bySender = sharedKeys.get(recipient);
+  if (bySender === undefined) {
+    bySender = new Map();
+    sharedKeys.set(recipient, bySender);
+  }
+  let shared = bySender.get(senderPublicB64);
+  if (shared === undefined) {
+    shared = nacl.box.before(key32(senderPublicB64, "the sender's public key"), recipient.secretKey);
+    bySender.set(senderPublicB64, shared);
+  }
+  return shared;
+}
+
 /** The plaintext, or DecryptionError saying why not (never another exception). */
 export function openSealed(
   ciphertext: string,
@@ -120,8 +138,7 @@ export function openSealed(
     if (nonceBytes.length !== nacl.box.nonceLength) {
       throw new DecryptionError(`the nonce must be 24 bytes, not ${nonceBytes.length}`);
     }
-    const sender = key32(senderPublicB64, "the sender's public key");
-    opened = nacl.box.open(fromBase64(ciphertext), nonceBytes, sender, recipient.secretKey);
+    opened = nacl.box.open.after(fromBase64(ciphertext), nonceBytes, sharedKey(recipient, senderPublicB64));
   } catch (error) {
     if (error instanceof DecryptionError) throw error;
     throw new DecryptionError(error instanceof Error ? error.message : String(error));

@@ -110,9 +110,30 @@ export class ChatSession {
     return () => this.listeners.delete(listener);
   };
 
+  private batching = 0; // while > 0, changes are told to the listeners once at the end
+  private changed = false;
+
   private set(change: Partial<ChatState>): void {
     this.state = { ...this.state, ...change };
+    if (this.batching > 0) {
+      this.changed = true;
+      return;
+    }
     for (const listener of this.listeners) listener();
+  }
+
+  /** Run `work` with the listeners told once at its end (a page of 500 messages: one render). */
+  private async batch<T>(work: () => Promise<T>): Promise<T> {
+    this.batching += 1;
+    try {
+      return await work();
+    } finally {
+      this.batching -= 1;
+      if (this.batching === 0 && this.changed) {
+        this.changed = false;
+        for (const listener of this.listeners) listener();
+      }
+    }
   }
 
   // --- life ----------------------------------------------------------------------------
@@ -298,11 +319,13 @@ export class ChatSession {
     const senders = new Set(fetched.messages.map((m) => m.senderId));
     await Promise.all([...senders].map((s) => this.lookUp(s).catch(() => undefined)));
     const settled: string[] = [];
-    for (const message of fetched.messages) {
-      if (this.seen.has(message.id) || (await this.show(fromStored(message)))) {
-        settled.push(message.id);
+    await this.batch(async () => {
+      for (const message of fetched.messages) {
+        if (this.seen.has(message.id) || (await this.show(fromStored(message)))) {
+          settled.push(message.id);
+        }
       }
-    }
+    });
     const deleted = await this.storage.deleteEverywhere(settled);
     const unreachable = new Set([...Object.keys(fetched.failed), ...Object.keys(deleted.failed)]);
     this.set({
