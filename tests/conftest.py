@@ -44,7 +44,28 @@ def pytest_report_header() -> str:
     return f"CouchDB servers ({EXTERNAL_URLS_VARIABLE}): " + ", ".join(s.url for s in EXTERNAL)
 
 
+#: Fixtures that deploy on the Docker engine: a test using one is a `docker` test.
+DOCKER_FIXTURES = frozenset({"deployment", "molecule_env"})
+#: The xdist group of every `docker` test (`make test` runs `-n 2 --dist loadgroup`): they
+#: run one after another, in collection order, on one worker, sharing tests/deploy's one
+#: deployment and the engine; the Docker-free tests run beside them on the other worker.
+DOCKER_GROUP = "docker"
+
+
+def uses_docker(item: pytest.Item) -> bool:
+    """A test that needs the Docker engine: marked `docker` or using a deploying fixture."""
+    return item.get_closest_marker("docker") is not None or bool(
+        DOCKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    )
+
+
+# Before xdist's own hook, which reads the xdist_group marks (loadgroup) into the node ids.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if uses_docker(item):
+            item.add_marker(pytest.mark.docker)
+            item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
     if EXTERNAL is None:
         return
     skip = pytest.mark.skip(

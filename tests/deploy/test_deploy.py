@@ -47,6 +47,25 @@ def container_ids(containers: list[str]) -> dict[str, str]:
     return {name: docker("inspect", "-f", "{{.Id}}", name) for name in containers}
 
 
+def project_containers() -> dict[str, str]:
+    """Every container of the project (running or not), name -> id."""
+    lines = docker(
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--filter",
+        f"label=kuno.project={PROJECT}",
+        "--format",
+        "{{.Names}} {{.ID}}",
+    )
+    return dict(line.split() for line in lines.splitlines())
+
+
+def image_ids() -> set[str]:
+    """Every image on the engine, by id: one built, pulled or removed changes the set."""
+    return set(docker("images", "-aq", "--no-trunc").split())
+
+
 # Identical in both releases of these tests: no playbook may re-create them.
 UNCHANGED = [f"{PROJECT}-couchdb-{node}" for node in NODES] + [f"{PROJECT}-proxy"]
 
@@ -218,13 +237,22 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
 ) -> None:
     stored = deployed.message_ids("node1")
     before = container_ids(UNCHANGED)
+    containers_before, images_before = project_containers(), image_ids()
     run = deployed.run("rollback.yml")
     deployed.log.append(f"rollback: {run.seconds:.1f} s, changed={run.changed}")
     assert run.returncode == 0, run.output[-4000:]
     # Only what differs between the releases is re-created (the recorded image is named
-    # by id, the running one by tag: the same image).
+    # by id, the running one by tag: the same image): the standard nodes (their image and
+    # log level), the master at most (its image), nothing else; no container added or gone.
     assert container_ids(UNCHANGED) == before, run.changed_tasks()
+    containers_after = project_containers()
+    assert set(containers_after) == set(containers_before)
+    recreated = {name for name, id_ in containers_after.items() if containers_before[name] != id_}
+    standard = {f"{PROJECT}-standard-{node}" for node in NODES}
+    assert standard <= recreated <= standard | {f"{PROJECT}-master"}, run.changed_tasks()
+    # Nothing rebuilt, pulled or removed: the engine holds the same images as before.
     assert "Build the images" not in run.output
+    assert image_ids() == images_before
     # The first release's images, by id (the record's), so a rebuilt tag cannot change them.
     first_standard = image_id(f"kuno/standard:{deployed.release}")
     assert first_standard != image_id(f"kuno/standard:{second_release}")
@@ -254,8 +282,6 @@ def test_rollback_returns_to_the_previous_release_without_rebuilding(
     )
     for node in NODES:
         assert {ack.id for ack in acks} <= deployed.message_ids(node), node
-    # Last, so that a slow machine still runs every check above.
-    assert run.seconds < 60
 
 
 def test_roll_forward_and_back_recreate_only_what_differs_and_deploy_then_changes_nothing(
@@ -330,10 +356,13 @@ def test_a_fourth_node_joins_the_mesh_and_leaves_it(deployed: Deployment, tmp_pa
         "--filter",
         f"label=kuno.project={PROJECT}",
     )
+    # The three nodes' mesh whole again, each node healthy behind the proxy; verify.yml on
+    # this state rides on test_storage_can_be_disabled_and_restored's run (the next test:
+    # its disable and restore leave the inventory and the mesh as they are).
     for node in NODES:
         assert not any("node4" in rid for rid in deployed.replications(node))
-    run = deployed.run("playbooks/verify.yml")
-    assert run.returncode == 0, run.output[-4000:]
+        assert deployed.replications_running(node), (node, deployed.replications(node))
+        assert deployed.proxy(f"/{node}/health")[0] == 200, node
 
 
 def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
@@ -363,6 +392,7 @@ def test_storage_can_be_disabled_and_restored(deployed: Deployment) -> None:
     # CouchDB kept running through the degraded mode: restoring leaves it alone.
     assert container_ids(couchdb) == before, run.changed_tasks()
     assert env_of(f"{PROJECT}-master")["KUNO_STORAGE_ENABLED"] == "true"
+    # Also verify.yml after node4 left (test_a_fourth_node_joins_the_mesh_and_leaves_it).
     run = deployed.run("playbooks/verify.yml")
     assert run.returncode == 0, run.output[-4000:]
     # Storage works again: messages to an offline recipient reach every node; none of
