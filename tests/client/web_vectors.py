@@ -15,9 +15,8 @@ from pathlib import Path
 
 from kuno.client.crypto import KeyPair, seal
 
-FIXTURE = (
-    Path(__file__).resolve().parents[2] / "apps" / "web" / "src" / "lib" / "fixtures" / "pynacl.json"
-)
+WEB_LIB = Path(__file__).resolve().parents[2] / "apps" / "web" / "src" / "lib"
+FIXTURE = WEB_LIB / "fixtures" / "pynacl.json"
 TEXTS = [
     "hello bob",
     "",

@@ -1,3 +1,4 @@
+// @vitest-environment node
 /**
  * Boxes sealed by this page's crypto for the Python client to open: with KUNO_WEB_BOXES set
  * to a file name, they are written there (tests/client/test_web_crypto.py runs this file so

@@ -1,3 +1,4 @@
+// @vitest-environment node
 import { describe, expect, it } from "vitest";
 import { FrameError, parseServerFrame, serialise } from "./protocol";
 

@@ -130,6 +130,8 @@ export class ChatSession {
     if (typeof window !== "undefined") window.addEventListener("online", this.onOnline);
     this.socket.start();
     void this.checkOwnKey();
+    // Each contact's key asked again: a change shows at once, not only at the next message.
+    for (const username of this.contacts.keys()) void this.lookUp(username).catch(() => undefined);
   }
 
   stop(): void {
