@@ -123,6 +123,18 @@ describe("the master", () => {
     master.stop();
   });
 
+  it.each([12, 30, 900])("refreshes a %i s token while it can still be sent", async (ttl) => {
+    const { master, calls } = await loggedIn(undefined, ttl);
+    for (let waited = 0; waited < ttl * 1000; waited += 500) {
+      expect(() => master.validToken()).not.toThrow();
+      if (calls.some((c) => c.url === "/api/refresh")) break;
+      clock += 500;
+      await vi.advanceTimersByTimeAsync(500);
+    }
+    expect(calls.find((c) => c.url === "/api/refresh")?.auth).toBe("Bearer T1");
+    master.stop();
+  });
+
   it("never hands out a token about to expire", async () => {
     const { master } = await loggedIn(undefined, 60);
     master.stop(); // no refresh

@@ -25,7 +25,8 @@ export const ACK_TIMEOUT_MS = 30_000;
 export const READY_TIMEOUT_MS = 10_000;
 export const PAGE_LIMIT = 500; // messages per listing page and ids per delete request
 export const MAX_PAGES = 1000; // per node and retrieval
-/** A token this close to its expiry is not sent any more (clock drift, time in flight). */
+/** A token this close to its expiry is not sent any more (clock drift, time in flight);
+ * a tenth of the token's life when that is shorter. */
 export const TOKEN_MARGIN_MS = 5_000;
 export const REFRESH_SHARE = 2 / 3;
 /** Reconnect delays, ms; the last repeats. Each is jittered by up to ±20%. */
@@ -80,7 +81,7 @@ export function describeError(error: unknown): string {
   }
   if (error instanceof NetworkError) return "Cannot reach the server";
   if (error instanceof SessionExpired) return "Your session has ended; log in again";
-  if (error instanceof Error) return capitalise(error.message);
+  if (error instanceof Error) return error.message;
   return String(error);
 }
 
@@ -176,6 +177,7 @@ export class Master {
   username: string | null = null; // the user id (lower case), once logged in
   private token: string | null = null;
   private expiresAt = 0; // ms, this page's clock
+  private margin = TOKEN_MARGIN_MS;
   private refreshTimer: ReturnType<typeof setTimeout> | null = null;
   private readonly tokenListeners = new Set<TokenListener>();
   /** Called once when the session can no longer be refreshed (before the token expires). */
@@ -215,7 +217,7 @@ export class Master {
 
   /** The current token, unless it is within TOKEN_MARGIN_MS of expiry: SessionExpired then. */
   validToken(): string {
-    if (this.token === null || this.now() >= this.expiresAt - TOKEN_MARGIN_MS) {
+    if (this.token === null || this.now() >= this.expiresAt - this.margin) {
       throw new SessionExpired();
     }
     return this.token;
@@ -269,7 +271,10 @@ export class Master {
     this.token = token;
     // Counted from when the request left: never later than the master's own expiry.
     this.expiresAt = sent + expiresIn * 1000;
-    this.schedule(Math.max(0, (this.expiresAt - this.now()) * REFRESH_SHARE));
+    this.margin = Math.min(TOKEN_MARGIN_MS, expiresIn * 100);
+    // After two thirds of its life, and always while it is still sendable.
+    const left = this.expiresAt - this.now();
+    this.schedule(Math.max(0, Math.min(left * REFRESH_SHARE, left - 2 * this.margin)));
   }
 
   private schedule(delay: number): void {
@@ -282,7 +287,7 @@ export class Master {
     try {
       await this.refresh();
     } catch (error) {
-      const left = this.expiresAt - TOKEN_MARGIN_MS - this.now();
+      const left = this.expiresAt - this.margin - this.now();
       if (error instanceof NetworkError && left > 1_000) {
         this.schedule(Math.min(5_000, left / 2)); // the master is away: ask again in time
         return;

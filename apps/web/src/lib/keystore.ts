@@ -43,7 +43,7 @@ function database(): Promise<IDBDatabase> {
       request.onsuccess = () => resolve(request.result);
       request.onerror = () => {
         opening = null;
-        reject(new Error(`this browser's storage cannot be opened (${request.error?.message})`));
+        reject(new Error(`This browser's storage cannot be opened (${request.error?.message})`));
       };
     });
   }

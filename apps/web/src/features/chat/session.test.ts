@@ -175,7 +175,7 @@ describe("a contact's key that changes", () => {
     const held = session.getState().conversations.alice[0] as ReceivedEntry;
     expect(held.text).toBeNull();
     expect(held.held).not.toBeNull();
-    await expect(session.send("hello?")).rejects.toThrow(/key changed/);
+    await expect(session.send("hello?")).rejects.toThrow(/not trusted/);
     expect(ws.sent.filter((f) => f.type === "send")).toHaveLength(0);
 
     await session.trustNewKey("alice");

@@ -207,7 +207,7 @@ export class ChatSession {
     const contact = this.contacts.get(to);
     if (contact === undefined) throw new Error(`${to} has no key yet`);
     if (contact.changedKey !== null) {
-      throw new Error(`${to}'s key changed: check it, then press "Trust new key" to send`);
+      throw new Error(`Not sent: ${to}'s new key is not trusted yet (see above)`);
     }
     const id = randomId();
     const outgoing = { id, to, ...seal(text, this.keys, contact.publicKey) };

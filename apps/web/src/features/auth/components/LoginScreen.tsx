@@ -28,6 +28,9 @@ export function LoginScreen({ onSignedIn, error: after = null }: Props) {
       setError("Enter a username and a password");
       return;
     }
+    // A login still waiting for its key file is given up: its token is not kept.
+    waiting.current?.master.stop();
+    waiting.current = null;
     setBusy(true);
     setError(null);
     setInfo(null);

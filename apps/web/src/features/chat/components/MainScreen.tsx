@@ -50,6 +50,7 @@ export function MainScreen({ onLogOut }: Props) {
 /** The session ran out (the master's limit): the password again, and everything stays. */
 function Relogin() {
   const session = useSession();
+  const { me } = useChat();
   const [password, setPassword] = useState("");
   const [error, setError] = useState<string | null>(null);
   const id = useId();
@@ -69,6 +70,8 @@ function Relogin() {
     <section className="relogin" aria-label="Session ended">
       <form onSubmit={submit}>
         <p>Your session has ended. Enter your password to go on.</p>
+        {/* For password managers: which account this password is for. */}
+        <input type="text" name="username" autoComplete="username" value={me} readOnly hidden />
         <label htmlFor={id}>Password</label>
         <input
           id={id}

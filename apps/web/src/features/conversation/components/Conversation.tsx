@@ -5,7 +5,8 @@ import { MessageItem } from "./MessageItem";
 
 export function Conversation() {
   const session = useSession();
-  const { selected, conversations } = useChat();
+  const { selected, conversations, contacts } = useChat();
+  const contact = contacts.find((c) => c.username === selected);
   const log = useRef<HTMLDivElement>(null);
   const entries = selected === null ? [] : (conversations[selected] ?? []);
 
@@ -31,16 +32,20 @@ export function Conversation() {
           <MessageItem key={entry.id} entry={entry} onRetry={(id) => void session.retry(selected, id)} />
         ))}
       </div>
-      <Composer key={selected} />
+      <Composer key={selected} trusted={contact?.changedKey == null} />
     </section>
   );
 }
 
-function Composer() {
+function Composer({ trusted }: { trusted: boolean }) {
   const session = useSession();
   const [text, setText] = useState("");
   const [error, setError] = useState<string | null>(null);
   const id = useId();
+
+  useEffect(() => {
+    if (trusted) setError(null); // the refusal for an untrusted key no longer holds
+  }, [trusted]);
 
   function send() {
     if (text.trim() === "") return;
