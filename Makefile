@@ -62,3 +62,26 @@ heal: venv
 
 rollback: venv
 	$(ANSIBLE_PLAYBOOK) rollback.yml
+
+# --- the web page (issue 13) --------------------------------------------------------
+# apps/web: its unit tests (vitest) run in `make test`, its browser tests
+# (tests/deploy/test_web_*.py) drive Debian's chromium; the proxy role builds the page
+# itself on deploy (scripts/build-web), `make web` builds it alone into apps/web/dist/.
+WEB_MODULES := apps/web/node_modules/.installed
+
+.PHONY: web web-test chromium
+
+test: chromium web-test
+
+chromium:
+	scripts/setup-chromium
+
+$(WEB_MODULES): apps/web/package.json apps/web/package-lock.json
+	cd apps/web && npm ci --no-audit --no-fund
+	touch $@
+
+web-test: $(WEB_MODULES)
+	cd apps/web && npm test
+
+web:
+	scripts/build-web

@@ -22,7 +22,17 @@ INVENTORY = {
     "kuno_proxy_image": "kuno/proxy:bookworm",
     "kuno_image_source": "build",
     "proxy_storage_nodes": ["node1", "node2", "node3"],
+    "kuno_repo_dir": str(REPO),
+    # Fixed, so rendering reads no tree (scripts/build-web --version gives the real one).
+    "proxy_web_version": "0123456789ab",
 }
+
+# DESIGN.md's and WEB-CONTRACT.md's policy, exactly: the page works under this one.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def file_lookup(path: Path) -> str:
@@ -255,3 +265,51 @@ def test_the_built_image_s_nginx_accepts_the_configuration(
     assert check.returncode == 0, check.stderr
     assert "test is successful" in check.stderr
     assert "[warn]" not in check.stderr and "[emerg]" not in check.stderr, check.stderr
+
+
+def location(conf: str, pattern: str) -> str:
+    """The body of the first location block whose head matches pattern."""
+    found = re.search(
+        rf"^    location {pattern} \{{\n(.*?)^    \}}", conf, re.MULTILINE | re.DOTALL
+    )
+    assert found, f"no location {pattern}"
+    return found[1]
+
+
+def test_every_answer_carries_the_content_security_policy(conf: str) -> None:
+    server = conf[conf.index("server_name") :]
+    headers = dict(re.findall(r'^    add_header (\S+) "?(.*?)"? always;$', server, re.MULTILINE))
+    assert headers["Content-Security-Policy"] == CSP
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    # nginx drops the server's add_header in a location that has one of its own.
+    assert not re.search(r"^\s{8,}add_header", conf, re.MULTILINE)
+
+
+def test_the_page_is_served_at_the_root_from_its_read_only_mount(
+    rendered: dict[str, str],
+) -> None:
+    conf, spec = rendered["kuno.conf"], json.loads(rendered["spec.json"])
+    root = f"{INVENTORY['proxy_web_version']}:/usr/share/kuno/web:ro"
+    mounts = [volume for volume in spec["volumes"] if volume.endswith(":/usr/share/kuno/web:ro")]
+    assert len(mounts) == 1 and mounts[0].endswith(f"/web/{root}"), spec["volumes"]
+    index = location(conf, "= /")
+    assert "try_files /index.html =404;" in index and "expires -1;" in index
+    # Any other path is a file of the page or the proxy's JSON 404.
+    assert "try_files $uri =404;" in location(conf, "/")
+    assert "expires max;" in location(conf, r"\^~ /assets/")
+
+
+def test_config_json_names_the_inventory_s_storage_nodes(
+    ansible: Ansible, work_root: Path, conf: str
+) -> None:
+    def config(text: str) -> object:
+        block = location(text, "= /config.json")
+        assert "default_type application/json;" in block
+        return json.loads(re.search(r"return 200 '(.*)\\n';", block)[1])  # type: ignore[index]
+
+    assert config(conf) == {"nodes": ["/node1", "/node2", "/node3"]}
+    dest = work_root / "proxy-four-nodes"
+    nodes = ["node1", "node2", "node3", "node4"]
+    run = render(ansible, dest, proxy_storage_nodes=nodes)
+    assert run.returncode == 0, run.output
+    assert config((dest / "kuno.conf").read_text()) == {"nodes": [f"/{n}" for n in nodes]}
