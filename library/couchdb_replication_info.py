@@ -196,11 +196,7 @@ replications:
     needs_restart:
       description:
         - Whether a new job (the document deleted and written again) would help, see
-          RV(restart). V(failed) ones, and V(stalled) ones on CouchDB.
-        - Not a stalled one on pouchdb-server, which does not start a running replication
-          whose document was deleted and written again (its replicator takes the new
-          document for a duplicate of the one it still runs), and whose image drops dead
-          connections by itself (TCP keep-alive).
+          RV(restart): V(failed) and V(stalled) ones, on either flavour.
       type: bool
       sample: false
 pulls:
@@ -264,6 +260,7 @@ from ansible.module_utils.replications import (
     FAILED,
     ID_PREFIX,
     RUNNING_STATES,
+    STALLED,
     classify,
     pull_ids,
     replication_id,
@@ -334,10 +331,9 @@ def assess_stall(before, after):
     )
 
 
-def needs_restart(condition_, flavour):
-    """Whether a replication in this condition on this flavour wants a new job."""
-    restarts_stalled = (CouchDBReplicator if flavour == CouchDBReplicator.name else PouchDBReplicator).restarts_stalled
-    return condition_ == FAILED or (condition_ == "stalled" and restarts_stalled)
+def needs_restart(condition_):
+    """Whether a replication in this condition wants a new job."""
+    return condition_ in (FAILED, STALLED)
 
 
 def condition(replication):
@@ -379,7 +375,7 @@ class ReplicationInfo(CouchDBModule):
         wanted = None if p["pull_databases"] is None else pull_ids(p["pull_databases"], p["pull_peers"], p["id_prefix"])
         for replication in replications:
             replication["condition"] = condition(replication)
-            replication["needs_restart"] = needs_restart(replication["condition"], self.replicator.name)
+            replication["needs_restart"] = needs_restart(replication["condition"])
             if wanted is not None:
                 replication["wanted"] = replication["id"] in wanted
         result = dict(

@@ -111,9 +111,6 @@ class Replicator:
     """
 
     name = None
-    # Whether a new job (the document deleted and written again) starts a replication that
-    # runs but stalls.
-    restarts_stalled = True
 
     def __init__(self, client, replicator_db="_replicator", tolerates_rejections=False):
         self.client = client
@@ -264,9 +261,6 @@ class PouchDBReplicator(Replicator):
     unless it runs under node --unhandled-rejections=warn (tolerates_rejections)."""
 
     name = FLAVOUR_POUCHDB
-    # It takes the rewritten document of a running replication for a duplicate of the one
-    # it runs, and its image drops dead connections by itself (TCP keep-alive).
-    restarts_stalled = False
 
     def report(self, doc_id):
         return self.client.get_or_none(self.doc_path(doc_id))

@@ -1,16 +1,12 @@
 """The stalled-link watchdog: a link that runs, has changes pending and made no progress
 for KUNO_REPLICATION_STALL_SECONDS is restarted as heal.yml restarts it, as a new job.
 
-On CouchDB 3 only, as heal.yml: pouchdb-server (the test stand-in) does not start a
-running replication whose document is deleted and written again (measured: the new
-document gets no state, or `completed` for a continuous pull); it retries by itself, so
-there a stalled link is reported and counted (`not_restartable`), never touched.
-
-The restart is the documented one of CouchDB 3 (and the one library/couchdb_replication.py
+The restart is the documented one of CouchDB 3 (and the one library/couchdb_replication_job.py
 makes): delete the `_replicator` document and write it again without its server fields, so
-the scheduler starts a new job on new connections, without the old one's back-off. It never
-fights an operator: it only touches the links this node expects (our id prefix), a link
-whose document is gone (removed by hand) or changed meanwhile (409) is left alone, and a
+the scheduler starts a new job on new connections, without the old one's back-off. The same
+holds on the project's pouchdb-server image (images/pouchdb-server/docker-entrypoint.js, 8.).
+It never fights an operator: it only touches the links this node expects (our id prefix), a
+link whose document is gone (removed by hand) or changed meanwhile (409) is left alone, and a
 restarted link gets a whole stall window again before the next restart.
 KUNO_REPLICATION_WATCHDOG=false turns it off; the links are still watched and exported.
 """
@@ -52,8 +48,7 @@ class Watchdog:
         self.stall_seconds = stall_seconds
         self.restarts = Counter(
             "kuno_replication_watchdog_restarts",
-            "Stalled links the watchdog restarted, failed to restart, or could not restart "
-            "(the flavour starts no new job: not_restartable)",
+            "Stalled links the watchdog restarted or failed to restart",
             ["database", "source", "target", "outcome"],
             registry=registry,
         )
@@ -76,15 +71,7 @@ class Watchdog:
             if at is not None and job == status.reading.job and now - at < self.stall_seconds:
                 continue  # handled in this window: a failed attempt is tried again after it
             self._handled[status.name] = (status.reading.job, now)
-            if flavour == "pouchdb-server":
-                log.warning(
-                    "stalled replication not restarted: pouchdb-server cannot restart a "
-                    "running replication (it retries by itself)",
-                    extra=_describe(status),
-                )
-                outcome: str | None = "not_restartable"
-            else:
-                outcome = await self._restart(status)
+            outcome = await self._restart(status)
             labels = (status.name.database, status.name.source, status.name.target)
             if outcome is None:
                 continue

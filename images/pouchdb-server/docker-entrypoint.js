@@ -305,6 +305,77 @@ process.on('unhandledRejection', (reason) => {
   response.end(body);
 });
 
+// 8. A _replicator document deleted and written again is a new job, as on CouchDB 3 (how
+//    heal.yml, the watchdog and deploy.yml restart or restore a replication). pouchdb-replicator
+//    got two things wrong here:
+//    - it forgets a job's record (its body, by which it tells a duplicate document) only when
+//      the deleted document names the job (_replication_id), which a DELETE's tombstone never
+//      does: the document written again was taken for a duplicate of the job it had just
+//      cancelled, and nothing ran (measured: no state, old _replication_id). The daemon's
+//      feed of the database now hands it each tombstone with the job it ends.
+//    - a cancelled job, once it completes, writes `completed` into the document of its id: a
+//      404 (an unhandled rejection) after a delete, and the new document, when written again
+//      meanwhile, marked `completed` with its new job no longer tracked. A job in its retry
+//      back-off completes only when the back-off timer fires (up to 10 minutes later), so a
+//      restart always met it (measured). The daemon's jobs (their options carry the
+//      document's _replication_id) report nothing once cancelled.
+function replicatorModule(name) {
+  return require.resolve(name, { paths: [require.resolve('express-pouchdb')] });
+}
+const replicator = require(replicatorModule('pouchdb-replicator'));
+const startReplicatorDaemon = replicator.startReplicatorDaemon;
+replicator.startReplicatorDaemon = function startReplicatorDaemonEndingJobs(...args) {
+  const db = this;
+  const changes = db.changes;
+  db.changes = function changesNamingEndedJobs(opts, ...rest) {
+    const feed = changes.call(this, opts, ...rest);
+    if (!(opts && opts.live && opts.include_docs)) {
+      return feed;
+    }
+    db.changes = changes; // only the daemon's own feed, its first live one
+    const jobs = new Map(); // document id -> the _replication_id of its job
+    const on = feed.on;
+    feed.on = function onNamingEndedJobs(event, listener) {
+      if (event !== 'change') {
+        return on.call(this, event, listener);
+      }
+      return on.call(this, event, (change) => {
+        const doc = change.doc;
+        if (doc && doc._deleted) {
+          if (!doc._replication_id && jobs.has(doc._id)) {
+            change = Object.assign({}, change, {
+              doc: Object.assign({}, doc, { _replication_id: jobs.get(doc._id) }),
+            });
+          }
+          jobs.delete(doc._id);
+        } else if (doc && doc._replication_id) {
+          jobs.set(doc._id, doc._replication_id);
+        }
+        return listener(change);
+      });
+    };
+    return feed;
+  };
+  return startReplicatorDaemon.apply(db, args);
+};
+const replication = require(replicatorModule('pouchdb-replication'));
+const replicationFile = replicatorModule('pouchdb-replication');
+require.cache[replicationFile].exports = function installForgettingCancelled(PouchDB) {
+  replication(PouchDB);
+  const replicate = PouchDB.replicate;
+  PouchDB.replicate = function replicateForgettingCancelled(source, target, opts, ...rest) {
+    const job = replicate.call(this, source, target, opts, ...rest);
+    if (opts && opts._replication_id && job && typeof job.then === 'function') {
+      const then = job.then;
+      const unlessCancelled = (callback) => callback && ((value) => (
+        job.cancelled ? undefined : callback(value)));
+      job.then = (resolve, reject) => then.call(job, unlessCancelled(resolve), unlessCancelled(reject));
+      job.catch = (reject) => then.call(job, undefined, unlessCancelled(reject));
+    }
+    return job;
+  };
+};
+
 // --- the container ---------------------------------------------------------------------
 // Like the official couchdb image: COUCHDB_USER / COUCHDB_PASSWORD become the server
 // admin on first start (pouchdb-server hashes a clear-text admin password it finds in

@@ -19,6 +19,8 @@ import os
 import secrets
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,9 +31,17 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # run as a command by a side-effect playbook
     sys.path.insert(0, str(REPO))
 
-from tests.support.system import PASSWORD, Deployed, stored_message, wait_until  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-__all__ = ["System", "converged", "describe", "expected_ids", "wait_until"]
+from tests.support.system import (  # noqa: E402
+    PASSWORD,
+    Deployed,
+    docker,
+    stored_message,
+    wait_until,
+)
+
+__all__ = ["Prometheus", "System", "about", "converged", "describe", "expected_ids", "wait_until"]
 
 SEND_BATCH = 10
 TOKEN_REUSE = 600  # seconds; the master's tokens live 900
@@ -57,6 +67,52 @@ class System(Deployed):
 
     def save(self, state: dict[str, Any]) -> None:
         self.state_file.write_text(json.dumps(state, indent=1))
+
+    def get_json(self, url: str, timeout: float = 5) -> Any:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - our containers
+            return json.loads(answer.read())
+
+    def node_health(self, node: str) -> dict[str, Any]:
+        """The node's /health (straight, not through the proxy), whatever its status."""
+        try:
+            return self.get_json(f"{self.standard_url(node)}/health")
+        except urllib.error.HTTPError as exc:  # 503 degraded: the body still says why
+            return json.loads(exc.read() or b"{}")
+
+    def node_metrics(self, node: str) -> list[tuple[str, dict[str, str], float]]:
+        """The samples of the node's /metrics: (name, labels, value)."""
+        url = f"{self.standard_url(node)}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310 - our container
+            text = answer.read().decode()
+        return [
+            (sample.name, sample.labels, sample.value)
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        ]
+
+
+class Prometheus:
+    """The scenario's Prometheus, at the host port Docker published for its 9090."""
+
+    def __init__(self, system: System) -> None:
+        binding = docker("port", system.container("prometheus"), "9090/tcp").splitlines()[0]
+        self.url = f"http://{binding}"
+
+    def firing(self) -> list[dict[str, Any]]:
+        url = f"{self.url}/api/v1/alerts"  # http://127.0.0.1:<port>, from docker port
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
+            body = json.loads(response.read())
+        return [a for a in body["data"]["alerts"] if a["state"] == "firing"]
+
+
+def about(alerts: list[dict[str, Any]], node: str) -> dict[str, list[dict[str, str]]]:
+    """The firing alerts that concern one storage node, by name (their labels)."""
+    found: dict[str, list[dict[str, str]]] = {}
+    for alert in alerts:
+        labels = alert["labels"]
+        if node in (labels.get("node"), labels.get("source"), labels.get("target")):
+            found.setdefault(labels["alertname"], []).append(labels)
+    return found
 
 
 # --- clients ---------------------------------------------------------------------------
@@ -410,6 +466,97 @@ def catching_up(system: System, args: argparse.Namespace) -> dict[str, Any]:
 @command("spreads", "time a write on a node to reach the others", NODE, WITHIN)
 def spreading(system: System, args: argparse.Namespace) -> dict[str, Any]:
     return spreads(system, args.node, args.within)
+
+
+def yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise argparse.ArgumentTypeError("yes or no")
+    return text == "yes"
+
+
+@command(
+    "mesh",
+    "wait until a node's /health and /metrics say the mesh is (not) complete",
+    NODE,
+    arg("--complete", type=yes_no, required=True, help="yes or no"),
+    WITHIN,
+)
+def wait_mesh(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def looks() -> bool:
+        health = system.node_health(args.node)
+        missing = sorted(
+            labels["source"] + "/" + labels["database"]
+            for name, labels, value in system.node_metrics(args.node)
+            if name == "kuno_replication_link_state" and labels["state"] == "missing" and value
+        )
+        seen.update(mesh=health.get("mesh"), missing=health.get("links", {}).get("missing"))
+        seen["missing_in_metrics"] = missing
+        return (
+            health.get("mesh", {}).get("complete") is args.complete
+            and (not missing) is args.complete
+        )
+
+    try:
+        seconds = wait_until(looks, args.within, f"{args.node}: mesh complete is {args.complete}")
+    except AssertionError as exc:
+        raise SystemExit(f"{exc}: {seen}") from None
+    return {"seconds": round(seconds, 2)} | seen
+
+
+@command(
+    "alert",
+    "wait until an alert of the scenario's Prometheus fires (or no longer does)",
+    arg("--name", required=True),
+    arg("--firing", type=yes_no, required=True, help="yes or no"),
+    WITHIN,
+)
+def wait_alert(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    prometheus = Prometheus(system)
+
+    def looks() -> bool:
+        names = {alert["labels"]["alertname"] for alert in prometheus.firing()}
+        return (args.name in names) is args.firing
+
+    seconds = wait_until(looks, args.within, f"{args.name} firing is {args.firing}", every=1)
+    return {"seconds": round(seconds, 2)}
+
+
+@command(
+    "remove-replication",
+    "remove a replication document by hand, as an operator would",
+    NODE,
+    arg("--id", required=True),
+)
+def remove_replication(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    path = f"/_replicator/{args.id}"
+    status, doc = system.couch(args.node, path)
+    if status != 200:
+        raise SystemExit(f"{args.node}: {path} answered {status}: {doc}")
+    status, answer = system.couch(args.node, f"{path}?rev={doc['_rev']}", "DELETE")
+    if status not in (200, 202):
+        raise SystemExit(f"{args.node}: DELETE {path} answered {status}: {answer}")
+    return {"removed": args.id}
+
+
+@command(
+    "watchdog",
+    "the stalled-link watchdog's restarts on every node, by outcome; fails on any but restarted",
+)
+def watchdog_restarts(system: System, args: argparse.Namespace) -> dict[str, Any]:
+    outcomes: dict[str, float] = {}
+    stalled = 0.0
+    for node in system.nodes:
+        for name, labels, value in system.node_metrics(node):
+            if name == "kuno_replication_watchdog_restarts_total":
+                outcomes[labels["outcome"]] = outcomes.get(labels["outcome"], 0) + value
+            elif name == "kuno_replication_link_stalled":
+                stalled += value
+    others = {outcome: n for outcome, n in outcomes.items() if outcome != "restarted" and n}
+    if others:
+        raise SystemExit(f"watchdog restarts other than restarted: {outcomes}")
+    return {"restarts": outcomes, "stalled_now": stalled}
 
 
 def main(argv: list[str] | None = None) -> int:

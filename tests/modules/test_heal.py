@@ -55,12 +55,21 @@ def heal_task(
     }
 
 
-def state(server: PouchServer, doc_id: str, user: str, password: str) -> Any:
+def replicator_doc(server: PouchServer, doc_id: str, user: str, password: str) -> Any:
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
     _status, doc = http_json(
         "GET", f"{server.url}/_replicator/{doc_id}", headers={"Authorization": f"Basic {auth}"}
     )
-    return doc.get("_replication_state")
+    return doc
+
+
+def state(server: PouchServer, doc_id: str, user: str, password: str) -> Any:
+    return replicator_doc(server, doc_id, user, password).get("_replication_state")
+
+
+def replication_id(server: PouchServer, doc_id: str, user: str, password: str) -> Any:
+    """The job pouchdb-server runs for the document (a new job gets a new one)."""
+    return replicator_doc(server, doc_id, user, password).get("_replication_id")
 
 
 def pulls(run) -> list[dict[str, Any]]:
@@ -155,16 +164,25 @@ def test_heal_restarts_a_pull_that_runs_but_stalls_on_a_dead_connection(
         doc_id = f"kuno-{name}-from-{relay.port}"
         assert state(tolerant_pouch, doc_id, user, password) == "triggered"
 
+        job_before = replication_id(tolerant_pouch, doc_id, user, password)
+
         run = ansible.run([task])
         assert run.returncode == 0, run.output
         found = run[f"{ROLE} : Find the replications of this node that fail or stall"]
         [pull] = found["replications"]
         assert (pull["condition"], pull["stalled"], pull["missing_changes"]) == ("stalled", True, 1)
-        # pouchdb-server does not start the rewritten document of a running replication
-        # (its replicator takes it for a duplicate of the one it runs): heal names the stall
-        # and leaves it; on CouchDB the rewrite is a new job (test_stall.py).
-        assert found["restart"] == []
-        assert not any(pull.get("restarted") for pull in pulls(run))
-        assert restarts(run) == []
-        report = run[f"{ROLE} : Name the stalled replications this server cannot restart"]
-        assert doc_id in report["msg"], report
+        # A new job, as on CouchDB: it carries what the stalled one did not.
+        assert found["restart"] == [doc_id]
+        assert [job.get("restarted") for job in restarts(run)] == [True]
+        wait_until(lambda: "during" in tolerant_pouch.all_ids(name), timeout=15)
+        job_after = replication_id(tolerant_pouch, doc_id, user, password)
+        assert job_after not in (None, job_before)
+
+        # Whatever dead connection is left ends at last: the old job, cancelled, has ended or
+        # ends with it. It must not write its end into the new job's document
+        # (pouchdb-replicator did: `completed`, the new job no longer tracked) nor stop it.
+        relay.cut_frozen()
+        assert_pulled(one, tolerant_pouch, name, "after-cut")
+        assert state(tolerant_pouch, doc_id, user, password) == "triggered"
+        assert replication_id(tolerant_pouch, doc_id, user, password) == job_after
+        assert_heal_leaves_every_pull_alone(ansible, task)

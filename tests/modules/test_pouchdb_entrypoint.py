@@ -24,6 +24,9 @@ pytestmark = pytest.mark.standin
 DB = "messages"
 INTERVAL_S = 4.0
 WRITES = 15
+# Seconds a pull's source is away, and more than the back-off its retries built meanwhile.
+SOURCE_AWAY_S = 6
+OLD_BACK_OFF_S = 12
 CHECKPOINT_PUT = re.compile(rf"PUT /{DB}/(_local/[^ ?\x1b]+)")
 
 
@@ -91,3 +94,43 @@ def test_the_disk_size_is_measured_again_only_after_the_cache_interval(test_dir:
         assert status == 201, body
         assert disk_size() == before  # measured less than the interval ago
         wait_until(lambda: disk_size() > before + 100_000, timeout=10, interval=0.5)
+
+
+def replicator_doc(server: PouchServer, doc_id: str) -> dict:
+    _status, doc = http_json("GET", f"{server.url}/_replicator/{doc_id}")
+    return doc
+
+
+def test_a_replication_deleted_and_written_again_is_a_new_job_that_stays(test_dir: Path) -> None:
+    """How heal.yml, the watchdog and deploy.yml restart or restore a pull: its _replicator
+    document deleted and written again. pouchdb-server took the new document for a duplicate
+    of the job it had cancelled and ran nothing; the cancelled job, once its retry back-off
+    ended, marked the new document `completed`."""
+    servers = (PouchServer(test_dir / "source", "source"), PouchServer(test_dir / "target"))
+    with running(*servers, db=DB) as (source, target):
+        doc_id = "kuno-messages-from-source"
+        target.replicate_from(source, DB, doc_id)
+        wait_until(lambda: replicator_doc(target, doc_id).get("_replication_state") == "triggered")
+        # Its source goes away for a while: the pull backs off, retrying later and later.
+        source.stop()
+        time.sleep(SOURCE_AWAY_S)
+        source.start()
+        old = replicator_doc(target, doc_id)
+        status, body = http_json("DELETE", f"{target.url}/_replicator/{doc_id}?rev={old['_rev']}")
+        assert status == 200, body
+        written = {key: value for key, value in old.items() if not key.startswith("_")}
+        status, body = http_json("PUT", f"{target.url}/_replicator/{doc_id}", written)
+        assert status == 201, body
+
+        def carries(doc_name: str) -> dict:
+            status, body = http_json("PUT", f"{source.db_url(DB)}/{doc_name}", {"kind": "probe"})
+            assert status == 201, body
+            wait_until(lambda: doc_name in target.all_ids(DB), timeout=15)
+            return replicator_doc(target, doc_id)
+
+        new = carries("after-restart")
+        assert new["_replication_state"] == "triggered", new
+        assert new["_replication_id"] != old["_replication_id"]
+        # The cancelled job's back-off (at most twice the time its source was away) ends.
+        time.sleep(OLD_BACK_OFF_S)
+        assert carries("after-back-off") == new

@@ -1,7 +1,7 @@
 """The watchdog's CouchDB 3 restart, against a faked `_replicator` (the suite's servers are
-pouchdb-server, which cannot restart a running replication; tests/standard/
-test_mesh_health.py runs the watchdog against them): delete and write again without
-server fields, once per stall window, and never against an operator's edit."""
+pouchdb-server, whose restart differs; tests/standard/test_mesh_health.py runs the watchdog
+against them): delete and write again without server fields, once per stall window, and
+never against an operator's edit."""
 
 from __future__ import annotations
 
@@ -114,11 +114,3 @@ async def test_a_failed_restart_is_counted_and_tried_again_after_a_window(replic
     replicator.answers.clear()
     assert await watchdog.check([stalled()], "couchdb", now=61.0) == [DOC_ID]
     assert restarts(registry, "restarted") == 1
-
-
-async def test_pouchdb_server_links_are_counted_not_restarted(replicator) -> None:
-    registry = CollectorRegistry()
-    watchdog = Watchdog(replicator.client, registry, stall_seconds=60)
-    assert await watchdog.check([stalled()], "pouchdb-server", now=0.0) == []
-    assert replicator.calls == []
-    assert restarts(registry, "not_restartable") == 1

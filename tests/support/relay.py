@@ -113,6 +113,15 @@ class Relay:
                 link.frozen = True
             return len(live)
 
+    def cut_frozen(self) -> int:
+        """Reset every frozen connection (the peer's side of it is gone at last); returns how
+        many."""
+        with self._lock:
+            frozen = [link for link in self._links if link.frozen and not link.closed.is_set()]
+        for link in frozen:
+            link.close(reset=True)
+        return len(frozen)
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()

@@ -8,56 +8,19 @@ kuno.yml makes Prometheus scrape and evaluate every 5 s with 10 s `for:` duratio
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-import urllib.request
-from typing import Any
 
 import pytest
 import yaml
-from kunomol import System, wait_until
+from kunomol import Prometheus, System, about, wait_until
+
+from tests.support.system import docker
 
 # Seconds: the standard node notices (its own look at CouchDB), a scrape (5 s), the
 # rule's `for:` (10 s) and an evaluation (5 s), with room for a loaded machine.
 FIRE_BOUND = 90
 # After the start: CouchDB answers, the pulls run again, a scrape and an evaluation.
 CLEAR_BOUND = 120
-
-
-def docker(*args: str) -> str:
-    result = subprocess.run(  # noqa: S603 - docker by name, our own arguments
-        ["docker", *args],  # noqa: S607
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 0, f"docker {' '.join(args)}: {result.stderr.strip()}"
-    return result.stdout.strip()
-
-
-class Prometheus:
-    def __init__(self, system: System) -> None:
-        # host:port of the published 9090 (Docker picks the port for a test project).
-        binding = docker("port", system.container("prometheus"), "9090/tcp").splitlines()[0]
-        self.url = f"http://{binding}"
-
-    def firing(self) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/alerts"  # http://127.0.0.1:<port>, from docker port
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310
-            body = json.loads(response.read())
-        return [a for a in body["data"]["alerts"] if a["state"] == "firing"]
-
-
-def about(alerts: list[dict[str, Any]], node: str) -> dict[str, list[dict[str, str]]]:
-    """The firing alerts that concern one storage node, by name (their labels)."""
-    found: dict[str, list[dict[str, str]]] = {}
-    for alert in alerts:
-        labels = alert["labels"]
-        if node in (labels.get("node"), labels.get("source"), labels.get("target")):
-            found.setdefault(labels["alertname"], []).append(labels)
-    return found
 
 
 @pytest.fixture(scope="module")

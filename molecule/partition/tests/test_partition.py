@@ -14,7 +14,9 @@ def test_nothing_is_lost_and_nothing_deleted_comes_back(system: System) -> None:
     )
     state = system.load()
     want = expected_ids(state)
-    assert len(want) == 20 + 20 + 20 + 4 - (5 + 5 + 3 + 3 + 2 + 2)
+    partition_tags = ["before", "majority", "island", "both-sides"]
+    assert len(expected_ids(state, partition_tags)) == 20 + 20 + 20 + 4 - (5 + 5 + 3 + 3 + 2 + 2)
+    assert len(expected_ids(state, ["after-pause"])) == 5
     for node in system.nodes:
         assert system.message_ids(node) == want, node
         for message_id in state["deleted"]:
