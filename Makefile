@@ -29,16 +29,16 @@ lint: venv
 
 # Every test: unit and integration (real pouchdb-servers), the modules' playbooks, the
 # deployment on this machine's Docker, and the molecule scenarios. Docker is started
-# first so that nothing is skipped for want of it. Lint and pytest run side by side, and
-# pytest in two lanes side by side (pytest-xdist): the tests that use Docker, one after
-# another on one worker (xdist group `docker`, tests/conftest.py), and the Docker-free
-# ones on the other. make test fails when either fails.
+# first so that nothing is skipped for want of it. Lint and pytest run side by side; make
+# test fails when either fails. pytest runs in one process: the two-lane run
+# (-n 2 --dist loadgroup) did not keep the Docker tests on one worker (both deployed
+# `kunotest` at once), see the README's Tests.
 test: venv pouchdb docker
 	$(MAKE) --no-print-directory -j2 lint pytest
 
 .PHONY: pytest
 pytest: venv pouchdb docker
-	$(VENV)/bin/pytest -n 2 --dist loadgroup --durations=15
+	$(VENV)/bin/pytest --durations=15
 
 # --- deployment (issue 5) ---------------------------------------------------------
 ANSIBLE_PLAYBOOK := $(VENV)/bin/ansible-playbook

@@ -59,13 +59,16 @@ def uses_docker(item: pytest.Item) -> bool:
     )
 
 
-# Before xdist's own hook, which reads the xdist_group marks (loadgroup) into the node ids.
-@pytest.hookimpl(tryfirst=True)
+# Marked as each item is collected: xdist's own pytest_collection_modifyitems, which reads
+# the xdist_group marks into the node ids (loadgroup), ran before a tryfirst one of ours
+# (every Docker test was spread over both workers, each deploying).
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if uses_docker(item):
+        item.add_marker(pytest.mark.docker)
+        item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if uses_docker(item):
-            item.add_marker(pytest.mark.docker)
-            item.add_marker(pytest.mark.xdist_group(DOCKER_GROUP))
     if EXTERNAL is None:
         return
     skip = pytest.mark.skip(
