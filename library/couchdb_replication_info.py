@@ -196,7 +196,7 @@ replications:
     needs_restart:
       description:
         - Whether a new job (the document deleted and written again) would help, see
-          RV(restart): V(failed) and V(stalled) ones, on either flavour.
+          RV(restart); true for V(failed) and V(stalled) ones, on either flavour.
       type: bool
       sample: false
 pulls:
